@@ -1,0 +1,75 @@
+"""Typed settings from the environment: one frozen object per service, secrets masked.
+
+Every variable is prefixed ``TN_``. Defaults are safe for the local stack; nothing here is read at
+import time: each service builds its settings in its ``__main__``/composition root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TN_", frozen=True, extra="ignore")
+
+
+class KafkaSettings(_Base):
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    cdc_topic_prefix: str = Field("tis", description="Debezium topic.prefix; CDC topics are <prefix>.tss.<table>")
+    topic_partitions: int = Field(4, ge=1, description="partitions of the topics this project creates")
+    replication_factor: int = Field(1, ge=1)
+    netchange_topic: str = "trainee-notify.netchange.v1"
+    cdc_dlq_topic: str = "trainee-notify.cdc-dlq.v1"
+    delivery_status_topic: str = "trainee-notify.delivery-status.v1"
+    mail_dlq_topic: str = "trainee-notify.mail-dlq.v1"
+    ledger_topic: str = "trainee-notify.ledger.v1"
+
+    def cdc_topics(self) -> list[str]:
+        from services.netchange.cdc import ENTITIES
+
+        return [f"{self.cdc_topic_prefix}.tss.{t}" for t in ENTITIES]
+
+
+class DaySettings(_Base):
+    timezone: str = Field("Europe/London", description="the zone whose calendar days are the windows")
+    day_seconds: int = Field(0, ge=0, description="0 = calendar days; >0 = fixed windows of that many seconds (tests, demo)")
+    grace_seconds: float = Field(900.0, ge=0, description="how long after a day ends it stays open")
+    max_hold_seconds: float = Field(3600.0, ge=0, description="longest the watermark waits for a lagging connector")
+
+
+class AggregatorSettings(KafkaSettings, DaySettings):
+    app_id: str = "trainee-notify-aggregator"
+    data_dir: Path = Path(".data/aggregator")
+    tick_seconds: float = Field(5.0, gt=0, description="how often the watermark tick is sent to every partition")
+    web_port: int = Field(6066, description="faust web: /healthz, /readyz, /metrics")
+    web_host: str = "127.0.0.1"
+    store: str = Field("rocksdb://", description="faust table store: rocksdb:// or memory://")
+    watermark_file: Path | None = Field(None, description="tests: read the watermark (epoch seconds) from this file")
+
+
+class SmtpSettings(_Base):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_security: str = Field("none", pattern="^(none|starttls|tls)$")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 30.0
+    smtp_pool_size: int = Field(4, ge=1)
+    smtp_rate_per_second: float = Field(50.0, gt=0)
+    smtp_retry_horizon_seconds: float = Field(3600.0, ge=0)
+    smtp_retry_base_seconds: float = Field(1.0, gt=0)
+    mail_from: str = "Training record notifications <no-reply@notify.example.nhs.uk>"
+    message_id_domain: str = "notify.example.nhs.uk"
+
+
+class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
+    group_id: str = "trainee-notify-mailer"
+    send_at: str = Field("07:00", pattern=r"^\d{2}:\d{2}$", description="local time from which a day's digests go")
+    send_immediately: bool = Field(False, description="ignore send_at (tests, demo)")
+    metrics_port: int = 9108
+    metrics_host: str = "127.0.0.1"
+    contacts_file: Path | None = Field(None, description="JSON: managing deanery -> contact; else built-in")
+    instance_id: str = Field("mailer-1", description="names this instance in ledger claims")
