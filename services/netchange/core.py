@@ -287,3 +287,17 @@ def close(trainee_id: str, day: Day, entries: DayFold, person: State | None,
 
 
 __all__ = ["ENTITIES", "Known", "Resolved", "EntityFold", "resolve", "fold", "close", "person_apply", "person_at"]
+
+
+def fold_to_dict(day: DayFold) -> dict[str, Any]:
+    """A day fold as a JSON-able value (Faust table values, changelogs)."""
+    return {f"{t}|{i}": [e.original, e.current, list(e.position) if e.position else None, e.late]
+            for (t, i), e in day.items()}
+
+
+def fold_from_dict(d: Mapping[str, Any]) -> DayFold:
+    out: dict[tuple[str, str], EntityFold] = {}
+    for key, (orig, cur, pos, late) in d.items():
+        table, _, entity_id = key.partition("|")
+        out[(table, entity_id)] = EntityFold(orig, cur, (pos[0], pos[1]) if pos else None, late)
+    return out

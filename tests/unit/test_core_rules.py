@@ -136,8 +136,9 @@ def test_email_change_sets_previous_email_and_recipient_at_close() -> None:
     [rec] = run(*baseline(), envelope("personal_details", "u", person(), person(email="new@example.nhs.uk")))
     assert rec["previous_email"] == "a.doctor@example.nhs.uk" and rec["recipient"]["email"] == "new@example.nhs.uk"
     # the recipient is the person at the close of the day, not a later one
+    events = [*baseline(), envelope("placement", "u", placement(), placement(grade="ST4"))]
     tomorrow = envelope("personal_details", "u", person(), person(surname="Later"), NOON + DAY)
-    recs = run(*baseline(), envelope("placement", "u", placement(), placement(grade="ST4")), tomorrow)
+    recs = run(*events, tomorrow)
     assert recs[0]["recipient"]["surname"] == "Okafor" and recs[1]["recipient"]["surname"] == "Later"
 
 
