@@ -31,7 +31,7 @@ from services.netchange.cdc import (
 )
 from services.netchange.days import Day
 
-RECENT = 16  # resolved events remembered per entity, to re-derive a replay identically
+RECENT = 4  # resolved events remembered per entity, to re-derive a replay identically (faust may run ahead of commits)
 
 REASON_NOT_IN_POST = "placement type not in post"
 REASON_ENDED = "placement ended before the day"

@@ -1,0 +1,260 @@
+"""The Faust shell around the net-change core.
+
+Two agents, both ``concurrency=1`` (faust #606):
+
+* ``resolve``: CDC topics → the core's :func:`~services.netchange.core.resolve`, with each entity's
+  :class:`~services.netchange.core.Known` state in the ``known`` table (co-partitioned with the CDC
+  topics, which Debezium keys by primary key). Each resolved change is re-keyed to every trainee it
+  touches (old and new owner of a moved record) on the ``resolved`` topic. Malformed envelopes go to
+  the CDC dead-letter topic with the reason and their coordinates in headers.
+* ``fold``: the ``resolved`` topic, keyed by trainee → per (trainee, London day) folds in the ``days``
+  table and each trainee's personal-details history in ``people``. Tick records carrying the watermark
+  reach every partition; a tick closes the days of *that* partition whose end + grace it has passed:
+  records are produced and acknowledged first, state deleted after, so a crash re-emits identical
+  records (same key) and never loses one.
+
+The tick sender is the worker that holds the connector's heartbeat partition: it knows the
+connector's progress. faust's windowed tables and ``on_window_close`` are not used (notes-stack.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+
+from services import logs, serde
+from services.netchange import core
+from services.netchange.cdc import ENTITIES, MalformedEnvelope, parse_envelope
+from services.netchange.days import Calendar
+from services.netchange.watermark import Clock, WallClock, watermark
+from services.settings import AggregatorSettings
+
+log = logs.get("aggregator")
+
+EVENTS = Counter("netchange_events_applied_total", "CDC events applied to the core", ["table"])
+REPLAYS = Counter("netchange_replays_skipped_total", "events recognised as already applied")
+BASELINES = Counter("netchange_baselines_total", "snapshot reads and first-seen rows (original unknown)")
+DAYS_CLOSED = Counter("netchange_days_closed_total", "(trainee, day) folds closed")
+RECORDS = Counter("netchange_records_emitted_total", "net-change records produced", ["suppressed"])
+LATE = Counter("netchange_late_events_total", "events that arrived after their day closed")
+DEAD = Counter("netchange_dead_letters_total", "envelopes sent to the CDC dead-letter topic", ["reason"])
+WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
+WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
+TICK = b"__tick__"
+
+
+def _reason_label(reason: str) -> str:
+    return reason.split(":")[0][:40]
+
+
+def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust.App:
+    clock = clock or WallClock()
+    cal = Calendar(settings.timezone, settings.day_seconds)
+    grace_ms = int(settings.grace_seconds * 1000)
+    app = faust.App(
+        settings.app_id,
+        broker=";".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+    )
+    cdc = app.topic(*settings.cdc_topics(), key_type=bytes, value_type=bytes)
+    heartbeat = app.topic(f"__debezium-heartbeat.{settings.cdc_topic_prefix}", key_type=bytes, value_type=bytes)
+    resolved_topic = app.topic(f"{settings.app_id}-resolved", key_type=bytes, value_type=bytes, internal=True,
+                               partitions=settings.topic_partitions)
+    netchange = app.topic(settings.netchange_topic, key_type=bytes, value_type=bytes)
+    dlq = app.topic(settings.cdc_dlq_topic, key_type=bytes, value_type=bytes)
+    known = app.Table("known", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
+    days = app.Table("days", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
+    people = app.Table("people", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
+    marks = app.Table("marks", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
+
+    progress: dict[str, int] = {}
+    # partition -> day label -> trainees with an open fold; rebuilt from ``days`` after a rebalance
+    index: dict[int, dict[str, set[str]]] = {}
+
+    async def dead_letter(message: Any, reason: str) -> None:
+        DEAD.labels(_reason_label(reason)).inc()
+        headers = [("reason", reason.encode()), ("source.topic", message.topic.encode()),
+                   ("source.partition", str(message.partition).encode()),
+                   ("source.offset", str(message.offset).encode())]
+        await dlq.send(key=message.key, value=message.value, headers=headers, force=True)
+        log.warning("cdc.dead_letter", topic=message.topic, partition=message.partition,
+                    offset=message.offset, reason=reason)
+
+    @app.agent(cdc, concurrency=1)
+    async def resolve(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                change = parse_envelope(msg.value)
+            except MalformedEnvelope as exc:
+                await dead_letter(msg, exc.reason)
+                continue
+            if change is None:
+                continue  # tombstone after a delete
+            if change.table not in ENTITIES or not msg.topic.endswith("." + change.table):
+                await dead_letter(msg, f"unknown table for this topic: {change.table[:40]}")
+                continue
+            progress["events"] = max(progress.get("events", 0), change.ts_ms)
+            if change.op in ("t", "m"):
+                log.info("cdc.truncate_ignored", table=change.table, op=change.op)
+                continue
+            key = f"{change.table}|{change.entity_id}".encode()
+            raw = known.get(key)
+            prior = core.Known.from_dict(orjson.loads(raw)) if raw else None
+            new_known, resolved, replay = core.resolve(prior, change)
+            if replay:
+                REPLAYS.inc()
+            elif new_known is not None:
+                known[key] = orjson.dumps(new_known.to_dict())
+            EVENTS.labels(change.table).inc()
+            if resolved is None:
+                continue
+            BASELINES.inc(resolved.baseline and not replay)
+            body = orjson.dumps(resolved.to_dict())
+            for trainee in resolved.owners():
+                await resolved_topic.send(key=trainee.encode(), value=body, force=True)
+
+    @app.agent(heartbeat, concurrency=1)
+    async def heartbeats(stream: Any) -> None:
+        async for value in stream:
+            try:
+                ts = orjson.loads(value).get("ts_ms")
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                continue
+            if isinstance(ts, int):
+                progress["heartbeat"] = max(progress.get("heartbeat", 0), ts)
+
+    @app.timer(interval=settings.tick_seconds)
+    async def send_ticks() -> None:
+        if TP(heartbeat.get_topic_name(), 0) not in app.consumer.assignment():
+            return  # another worker holds the connector's heartbeats and sends the ticks
+        seen = max(progress.values()) if progress else None
+        mark = watermark(clock.now_ms(), seen, int(settings.max_hold_seconds * 1000))
+        WM_LAG.set(mark.held_ms / 1000)
+        WM_FORCED.set(1 if mark.forced and progress else 0)
+        body = orjson.dumps({"tick": mark.watermark_ms})
+        for partition in range(settings.topic_partitions):
+            await resolved_topic.send(key=TICK, value=body, partition=partition, force=True)
+
+    def build_index(partition: int) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        for _, raw in days.items():
+            entry = orjson.loads(raw)
+            if entry["p"] == partition:
+                found[entry["d"]].add(entry["t"])
+        return found
+
+    async def close_days(partition: int, wm: int) -> None:
+        marks[b"p%d" % partition] = str(wm).encode()
+        open_days = index.get(partition)
+        if open_days is None:
+            open_days = index[partition] = build_index(partition)
+        for label in sorted(open_days):
+            day = cal.by_label(label)
+            if day.end_ms + grace_ms > wm:
+                continue
+            pending = []
+            closed = []
+            for trainee in sorted(open_days[label]):
+                key = f"{trainee}|{label}".encode()
+                raw = days.get(key)
+                if raw is None:
+                    continue
+                entry = orjson.loads(raw)
+                hist = _history(people.get(trainee.encode()))
+                record = core.close(trainee, day, core.fold_from_dict(entry["f"]), core.person_at(hist, day))
+                if record is not None:
+                    fut = await netchange.send(key=record["id"].encode(), value=serde.encode(serde.NETCHANGE, record),
+                                               force=True)
+                    pending.append(fut)
+                    RECORDS.labels(str(record["suppressed"] is not None).lower()).inc()
+                    log.info("netchange.emitted", record_id=record["id"], changes=len(record["changes"]),
+                             suppressed=record["suppressed"], late=record["late"])
+                closed.append((key, trainee, hist, day))
+            await asyncio.gather(*pending)  # acknowledged by the broker before the state goes
+            for key, trainee, hist, day in closed:
+                del days[key]
+                trimmed = core.person_trim(hist, day.end_ms)
+                if trimmed != hist:
+                    people[trainee.encode()] = _dump_history(trimmed)
+                DAYS_CLOSED.inc()
+            del open_days[label]
+
+    @app.agent(resolved_topic, concurrency=1)
+    async def fold(stream: Any) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            if event.key == TICK:
+                await close_days(partition, orjson.loads(event.value)["tick"])
+                continue
+            trainee = event.key.decode()
+            resolved = core.Resolved.from_dict(orjson.loads(event.value))
+            day = cal.day_of(resolved.ts_ms)
+            raw_mark = marks.get(b"p%d" % partition)
+            late = False
+            if raw_mark is not None and day.end_ms + grace_ms <= int(raw_mark):
+                late = True
+                LATE.inc()
+                day = cal.day_of(int(raw_mark) - grace_ms)  # the open day
+                log.warning("netchange.late_event", trainee_id=trainee, entity=resolved.table,
+                            entity_id=resolved.entity_id, folded_into=day.label)
+            hist = _history(people.get(event.key))
+            new_hist = core.person_apply(hist, day, resolved)
+            if new_hist is not None:
+                people[event.key] = _dump_history(new_hist)
+            key = f"{trainee}|{day.label}".encode()
+            raw = days.get(key)
+            current = core.fold_from_dict(orjson.loads(raw)["f"]) if raw else None
+            folded = core.fold(current, resolved, late=late)
+            if folded is None:
+                continue
+            days[key] = orjson.dumps({"p": partition, "d": day.label, "t": trainee, "f": core.fold_to_dict(folded)})
+            if partition in index:
+                index[partition].setdefault(day.label, set()).add(trainee)
+
+    @app.on_partitions_revoked.connect
+    async def _forget_index(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        index.clear()
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = not app.rebalancing and app.consumer is not None
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    return app
+
+
+def _history(raw: bytes | None) -> core.PersonHistory:
+    if not raw:
+        return ()
+    return tuple((s, (p[0], p[1]) if p else None, st) for s, p, st in orjson.loads(raw))
+
+
+def _dump_history(hist: core.PersonHistory) -> bytes:
+    return orjson.dumps([[s, list(p) if p else None, st] for s, p, st in hist])
