@@ -72,4 +72,9 @@ class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
     metrics_port: int = 9108
     metrics_host: str = "127.0.0.1"
     contacts_file: Path | None = Field(None, description="JSON: managing deanery -> contact; else built-in")
-    instance_id: str = Field("mailer-1", description="names this instance in ledger claims")
+    instance_id: str = Field("mailer-1", description="names this instance in ledger claims and status events")
+    ledger_dsn: str = Field("host=127.0.0.1 port=5432 user=postgres dbname=tss",
+                            description="PostgreSQL conninfo of the ledger (schema notify)")
+    ledger_lease_seconds: float = Field(120.0, gt=0, description="how long a claim stays live without news")
+    allow_test_domains: bool = Field(False, description="accept *.test recipient domains (local stack only)")
+    batch_size: int = Field(200, ge=1, description="records fetched per poll")

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 from services.notifier.mask import mask_address_line, mask_email, mask_phone, mask_postcode
 
 __all__ = [
+    "DATE_FIELDS",
     "ENTITY_ORDER",
     "FIELD_LABELS",
     "LONDON",
-    "NOT_RECORDED",
-    "DATE_FIELDS",
     "MASKED_FIELDS",
+    "NOT_RECORDED",
     "clean_text",
     "display_value",
     "format_date",
@@ -105,8 +105,18 @@ _MEMBERSHIP_TYPES: Final = {
 }
 
 _MONTHS: Final = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 )
 
 _ISO_DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -142,7 +152,7 @@ def format_instant(value: dt.datetime) -> str:
     A naive datetime is taken to be UTC.
     """
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     local = value.astimezone(LONDON)
     return f"{format_date(local.date())} at {format_time(local)}"
 
@@ -157,7 +167,7 @@ def parse_day(day: str) -> dt.date | dt.datetime:
         return dt.date.fromisoformat(text)
     instant = dt.datetime.fromisoformat(text)
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=dt.timezone.utc)
+        instant = instant.replace(tzinfo=dt.UTC)
     return instant
 
 

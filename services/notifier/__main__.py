@@ -1,0 +1,86 @@
+"""Composition root of the mailer: ``trainee-notify mailer run``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+
+async def serve_health(host: str, port: int, ready: asyncio.Event) -> Any:
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.json_response({"ready": ready.is_set()}, status=200 if ready.is_set() else 503)
+
+    web_app = web.Application()
+    web_app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def main_async() -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from services import logs
+    from services.notifier.compose import Contacts
+    from services.notifier.consumer import Mailer, RelayRefused, consume
+    from services.notifier.ledger import Ledger
+    from services.notifier.smtp import SmtpPool
+    from services.settings import MailerSettings
+
+    log = logs.get("mailer")
+    settings = MailerSettings()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)  # drain: finish the batch in flight, commit, exit
+    runner = await serve_health(settings.metrics_host, settings.metrics_port, ready)
+    ledger = Ledger(settings.ledger_dsn, settings.instance_id, settings.ledger_lease_seconds)
+    await ledger.open()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                                client_id=settings.instance_id)
+    await producer.start()
+    pool = SmtpPool(settings)
+    contacts = Contacts.from_json(settings.contacts_file) if settings.contacts_file else Contacts.default()
+    mailer = Mailer(settings, ledger, pool, producer, contacts)
+    log.info("mailer.started", instance=settings.instance_id, topic=settings.netchange_topic)
+    code = 0
+    try:
+        await consume(mailer, stop, ready)
+    except RelayRefused as exc:
+        log.error("mailer.relay_refused_auth", error=str(exc))
+        code = 3
+    finally:
+        await producer.stop()
+        await pool.close()
+        await ledger.close()
+        await runner.cleanup()
+        log.info("mailer.stopped", code=code)
+    return code
+
+
+@app.command("run")
+def run() -> None:
+    """Run the mailer (settings from TN_* environment variables)."""
+    from services import logs
+
+    logs.configure()
+    raise typer.Exit(asyncio.run(main_async()))
+
+
+if __name__ == "__main__":
+    app()
