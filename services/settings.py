@@ -61,6 +61,7 @@ class SmtpSettings(_Base):
     smtp_rate_per_second: float = Field(50.0, gt=0)
     smtp_retry_horizon_seconds: float = Field(3600.0, ge=0)
     smtp_retry_base_seconds: float = Field(1.0, gt=0)
+    smtp_retry_cap_seconds: float = Field(300.0, gt=0, description="longest wait between two attempts")
     mail_from: str = "Training record notifications <no-reply@notify.example.nhs.uk>"
     message_id_domain: str = "notify.example.nhs.uk"
 
@@ -78,3 +79,7 @@ class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
     ledger_lease_seconds: float = Field(120.0, gt=0, description="how long a claim stays live without news")
     allow_test_domains: bool = Field(False, description="accept *.test recipient domains (local stack only)")
     batch_size: int = Field(200, ge=1, description="records fetched per poll")
+    ledger_pool_size: int = Field(4, ge=1, description="PostgreSQL connections of the ledger")
+    session_timeout_ms: int = Field(10000, ge=6000, description="Kafka consumer session timeout")
+    fault_linger_seconds: float = Field(15.0, ge=0, description="after a fatal fault (530/535), keep /metrics up "
+                                        "this long so the alert is scraped before the process exits")

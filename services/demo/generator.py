@@ -9,142 +9,47 @@ edits of a rotation day for benchmarks.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
-from typing import NamedTuple, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TypeVar
 
 from services.demo import refdata as ref
+from services.demo.rows import (
+    ROW_TYPES,
+    Arcp,
+    CurriculumMembership,
+    FormR,
+    PersonalDetails,
+    Placement,
+    Population,
+    ProgrammeMembership,
+)
+
+__all__ = ["DEFAULT_AS_OF", "ROW_TYPES", "Arcp", "CurriculumMembership", "FormR", "PersonalDetails", "Placement",
+           "Population", "ProgrammeMembership", "RotationEdits", "email_local_part", "first_wednesday", "generate",
+           "rotation_day_edits", "rotation_days"]
 
 DEFAULT_AS_OF = date(2026, 11, 25)
 _T = TypeVar("_T")
 
 
-class PersonalDetails(NamedTuple):
-    trainee_id: str
-    role: str
-    title: str
-    forenames: str
-    surname: str
-    known_as: str | None
-    email: str
-    telephone_number: str | None
-    mobile_number: str | None
-    address1: str
-    address2: str | None
-    address3: str | None
-    address4: str | None
-    post_code: str
-    gmc_number: str | None
-    updated_at: datetime
-
-
-class ProgrammeMembership(NamedTuple):
-    id: uuid.UUID
-    trainee_id: str
-    programme_name: str
-    programme_number: str
-    managing_deanery: str
-    designated_body: str
-    programme_membership_type: str
-    start_date: date
-    end_date: date
-    updated_at: datetime
-
-
-class CurriculumMembership(NamedTuple):
-    id: str
-    trainee_id: str
-    programme_membership_id: uuid.UUID
-    curriculum_name: str
-    curriculum_sub_type: str
-    specialty: str
-    start_date: date
-    end_date: date
-    updated_at: datetime
-
-
-class Placement(NamedTuple):
-    id: str
-    trainee_id: str
-    placement_type: str
-    start_date: date
-    end_date: date
-    grade: str
-    specialty: str
-    sub_specialty: str | None
-    site: str
-    site_known_as: str | None
-    site_location: str
-    employing_body: str
-    training_body: str
-    whole_time_equivalent: str
-    owner: str
-    updated_at: datetime
-
-
-class FormR(NamedTuple):
-    id: uuid.UUID
-    trainee_id: str
-    part: str
-    programme_membership_id: uuid.UUID
-    is_arcp: bool
-    lifecycle_state: str
-    submitted_at: datetime | None
-    revision: int
-    updated_at: datetime
-
-
-class Arcp(NamedTuple):
-    id: str
-    trainee_id: str
-    programme_membership_id: uuid.UUID
-    review_date: date
-    outcome: str | None
-    updated_at: datetime
-
-
-#: table name -> row type, in an order that satisfies foreign keys when loading
-ROW_TYPES: dict[str, type[tuple[object, ...]]] = {
-    "personal_details": PersonalDetails,
-    "programme_membership": ProgrammeMembership,
-    "curriculum_membership": CurriculumMembership,
-    "placement": Placement,
-    "form_r": FormR,
-    "arcp": Arcp,
-}
-
-
-@dataclass(frozen=True)
-class Population:
-    """Every row of a generated population, per table, in generation order."""
-
-    seed: int
-    as_of: date
-    personal_details: list[PersonalDetails] = field(default_factory=list)
-    programme_membership: list[ProgrammeMembership] = field(default_factory=list)
-    curriculum_membership: list[CurriculumMembership] = field(default_factory=list)
-    placement: list[Placement] = field(default_factory=list)
-    form_r: list[FormR] = field(default_factory=list)
-    arcp: list[Arcp] = field(default_factory=list)
-
-    def tables(self) -> Iterator[tuple[str, Sequence[tuple[object, ...]]]]:
-        """(table, rows) in foreign-key order."""
-        for name in ROW_TYPES:
-            yield name, getattr(self, name)
-
-    def counts(self) -> dict[str, int]:
-        return {name: len(rows) for name, rows in self.tables()}
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 
+_CUMULATIVE: dict[int, tuple[list[object], list[int]]] = {}
+
+
 def _weighted(rng: random.Random, options: Sequence[tuple[_T, int]]) -> _T:
-    values = [v for v, _ in options]
-    weights = [w for _, w in options]
-    return rng.choices(values, weights)[0]
+    """One of ``options`` by weight (the option tables are module constants, so cached by identity)."""
+    cached = _CUMULATIVE.get(id(options))
+    if cached is None:
+        cached = _CUMULATIVE[id(options)] = ([v for v, _ in options], list(itertools.accumulate(w for _, w in options)))
+    values, cumulative = cached
+    return values[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]  # type: ignore[return-value]
 
 
 def _uuid(rng: random.Random) -> uuid.UUID:
@@ -164,7 +69,7 @@ def rotation_days(around: date, years: int = 4) -> list[date]:
 
 def _at(day: date, rng: random.Random) -> datetime:
     """A working-hours instant on a day, in UTC."""
-    return datetime.combine(day, time(8, 0), timezone.utc) + timedelta(seconds=rng.randrange(10 * 3600))
+    return datetime.combine(day, time(8, 0), UTC) + timedelta(seconds=rng.randrange(10 * 3600))
 
 
 def _postcode(rng: random.Random, town: ref.Town) -> str:
@@ -206,6 +111,7 @@ class _Generator:
         self.email_counts: dict[str, int] = {}
         self.rotations = rotation_days(as_of)
         self.programme_numbers: dict[tuple[str, str], str] = {}
+        self.programmes_by_id: dict[uuid.UUID, ref.Programme] = {}
 
     def trainee(self) -> None:
         rng = self.rng
@@ -277,10 +183,8 @@ class _Generator:
         )
         self.pop.programme_membership.append(pm)
         self._curricula(tid, pm, programme)
-        self._programmes_by_id[pm.id] = programme
+        self.programmes_by_id[pm.id] = programme
         return pm
-
-    _programmes_by_id: dict[uuid.UUID, ref.Programme]
 
     def _curricula(self, tid: str, pm: ProgrammeMembership, programme: ref.Programme) -> None:
         rng = self.rng
@@ -295,7 +199,7 @@ class _Generator:
     def _placements(self, tid: str, office: ref.LocalOffice, pm: ProgrammeMembership,
                     first_rotation: int, count: int) -> None:
         rng = self.rng
-        programme = self._programmes_by_id[pm.id]
+        programme = self.programmes_by_id[pm.id]
         wte = _weighted(rng, ref.WTE)
         for i in range(count):
             start = self.rotations[first_rotation + i]
@@ -340,7 +244,6 @@ def generate(n_trainees: int, seed: int, *, as_of: date = DEFAULT_AS_OF) -> Popu
     if n_trainees < 0:
         raise ValueError("n_trainees must be >= 0")
     gen = _Generator(seed, as_of)
-    gen._programmes_by_id = {}
     for _ in range(n_trainees):
         gen.trainee()
     return gen.pop
@@ -392,7 +295,7 @@ def rotation_day_edits(population: Population, seed: int, fraction: float) -> Ro
     next_id = max((int(p.id) for p in population.placement), default=300_000) + 1
     updates: list[Placement] = []
     inserts: list[Placement] = []
-    stamp = datetime.combine(day, time(9, 0), timezone.utc)
+    stamp = datetime.combine(day, time(9, 0), UTC)
     for pd in population.personal_details:
         if rng.random() >= fraction:
             continue

@@ -64,6 +64,8 @@ def worker_properties(bootstrap: str, rest_port: int, plugin_path: Path) -> str:
         "rest.advertised.port": str(rest_port),
         "plugin.path": str(plugin_path),
         "topic.creation.enable": "true",
+        # every plugin here ships ServiceLoader manifests: skip the slow reflective classpath scan
+        "plugin.discovery": "service_load",
         # secrets come from files in real deployments: ${file:<path>:<key>} in connector configs
         "config.providers": "file",
         "config.providers.file.class": "org.apache.kafka.common.config.provider.FileConfigProvider",
@@ -108,10 +110,11 @@ def plugin_loaded(connect_url: str) -> bool:
 def wait_ready(connect_url: str, pid: int, marker: str, timeout: float = 180.0) -> None:
     """Wait for the REST API and for the Debezium plugin to be listed (plugin scanning takes a while)."""
     wait_until(lambda: plugin_loaded(connect_url), timeout=timeout, what="kafka connect", interval=0.5,
-               alive=lambda: pid_alive(pid, marker), hint=f" (see {marker}/logs/connect.log)")
+               alive=lambda: pid_alive(pid), hint=f" (see {marker}/logs/connect.log)")
 
 
-def connector_config(pg_port: int, *, partitions: int, extra: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+def connector_config(pg_port: int, *, partitions: int,
+                     extra: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """(name, config) from deploy/connect/tss-postgres.json plus the local database endpoint."""
     spec = json.loads(CONNECTOR_FILE.read_text())
     config = {k: str(v) for k, v in spec["config"].items() if not k.startswith("_")}
@@ -150,7 +153,7 @@ def connector_state(connect_url: str, name: str) -> tuple[str, list[str], str]:
 def wait_running(connect_url: str, name: str, timeout: float = 120.0) -> None:
     """Until the connector and its task are RUNNING; a FAILED one stops at once with its error."""
     deadline = time.monotonic() + timeout
-    state, tasks, trace = "UNKNOWN", [], ""
+    state, tasks, trace = "UNKNOWN", list[str](), ""
     while time.monotonic() < deadline:
         state, tasks, trace = connector_state(connect_url, name)
         if state == "FAILED" or "FAILED" in tasks:

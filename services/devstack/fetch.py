@@ -86,7 +86,8 @@ def _check_layout(libs: Path, plugins: Path) -> None:
     bindings = [p.name for p in libs.glob("*.jar")
                 if p.name.startswith(("slf4j-reload4j", "slf4j-log4j12", "slf4j-simple", "logback-classic"))]
     if bindings:
-        raise StackError(f"more than one SLF4J binding resolved: {', '.join(bindings)}; fix deploy/local/pom.xml")
+        raise StackError(f"more than one SLF4J binding resolved: {', '.join(bindings)}; "
+                         "fix deploy/local/pom.xml")
     if not list(libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
         raise StackError(f"kafka_2.13-{KAFKA_VERSION}.jar missing after mvn; check deploy/local/pom.xml")
     if not list(plugins.glob("debezium-connector-postgres/debezium-connector-postgres-*.jar")):
@@ -106,6 +107,7 @@ def ensure_jars() -> Jars:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _complete(kafka_libs, digest) and _complete(plugin_path, digest):
             return Jars(kafka_libs, plugin_path, fetched=False)
+        require_mvn()
         started = time.monotonic()
         log.info("fetching jars with maven", cache=str(root))
         _resolve(kafka_libs, plugin_path, digest)

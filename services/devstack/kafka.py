@@ -105,7 +105,7 @@ def metadata_ok(bootstrap: str, timeout: float = 5.0) -> bool:
 
 def wait_ready(bootstrap: str, port: int, pid: int, marker: str, timeout: float = 120.0) -> None:
     hint = f" (see {marker}/logs/kafka.log)"
-    wait_until(lambda: port_open(port), timeout=timeout, what="kafka", alive=lambda: pid_alive(pid, marker),
+    wait_until(lambda: port_open(port), timeout=timeout, what="kafka", alive=lambda: pid_alive(pid),
                hint=hint)
     wait_until(lambda: metadata_ok(bootstrap), timeout=timeout, what="kafka metadata", interval=0.5,
-               alive=lambda: pid_alive(pid, marker), hint=hint)
+               alive=lambda: pid_alive(pid), hint=hint)

@@ -1,4 +1,4 @@
-"""A throw-away PostgreSQL server for the stack: initdb in the scratch dir, logical decoding on, loopback only.
+"""A throw-away PostgreSQL server for the stack: initdb in the scratch dir, logical decoding, loopback only.
 
 initdb refuses to run as root, so as root every server command runs as the ``postgres`` user
 (``runuser -u postgres --``) in a data directory owned by that user.
@@ -138,5 +138,5 @@ def create_database_and_schema(port: int) -> None:
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
     with psycopg.connect(dsn(port), autocommit=True) as conn:
-        conn.execute(SCHEMA_SQL.read_text())  # type: ignore[arg-type]  # a trusted file, no parameters
+        conn.execute(SCHEMA_SQL.read_text().encode())  # a trusted file, no parameters
     log.info("schema applied", database=DATABASE)

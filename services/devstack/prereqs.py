@@ -64,7 +64,8 @@ def _install_postgres() -> None:
     for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
         done = subprocess.run(argv, capture_output=True, text=True, env=env)
         if done.returncode != 0:
-            raise StackError(f"`{' '.join(argv)}` failed (exit {done.returncode}); run `{PG_INSTALL}` by hand")
+            raise StackError(f"`{' '.join(argv)}` failed (exit {done.returncode}); "
+                             f"run `{PG_INSTALL}` by hand")
 
 
 def require_pg_bindir() -> Path:
@@ -72,7 +73,8 @@ def require_pg_bindir() -> Path:
     if bindir is not None:
         return bindir
     if not is_root():
-        raise StackError(f"PostgreSQL server binaries (initdb, pg_ctl) not found: run `sudo sh -c '{PG_INSTALL}'`")
+        raise StackError("PostgreSQL server binaries (initdb, pg_ctl) not found: "
+                         f"run `sudo sh -c '{PG_INSTALL}'`")
     _install_postgres()
     bindir = find_pg_bindir()
     if bindir is None:

@@ -56,30 +56,32 @@ def spawn(argv: Sequence[str], *, log_file: Path, cwd: Path | None = None,
                                 cwd=cwd, env=env, start_new_session=True)
 
 
-def _reap(pid: int) -> None:
-    """Collect an exited child of ours so it does not linger as a zombie (no-op for other processes)."""
+def _child_state(pid: int) -> bool | None:
+    """For a child of this process: True while it runs, False once exited (and reaped). None otherwise."""
     try:
-        os.waitpid(pid, os.WNOHANG)
+        done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        pass
+        return None
+    return done == 0
 
 
 def pid_alive(pid: int | None, marker: str | None = None) -> bool:
-    """True when ``pid`` runs and (if given) its command line contains ``marker`` (guards against pid reuse)."""
+    """True when ``pid`` runs; for a process that is not our child (started by an earlier command), also
+    that its command line holds ``marker`` (guards against pid reuse)."""
     if not pid:
         return False
-    _reap(pid)
+    child = _child_state(pid)
+    if child is not None:
+        return child
     proc = Path(f"/proc/{pid}")
     try:
         stat = (proc / "stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}:
             return False
-        if marker is not None and marker not in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace"):
-            return False
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return True
+    return marker is None or marker in cmdline
 
 
 def stop_group(pid: int, *, name: str, marker: str | None = None, timeout: float = 30.0) -> None:

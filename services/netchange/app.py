@@ -8,7 +8,7 @@ Two agents, both ``concurrency=1`` (faust #606):
   touches (old and new owner of a moved record) on the ``resolved`` topic. Malformed envelopes go to
   the CDC dead-letter topic with the reason and their coordinates in headers.
 * ``fold``: the ``resolved`` topic, keyed by trainee → per (trainee, London day) folds in the ``days``
-  table and each trainee's personal-details history in ``people``. Tick records carrying the watermark
+  table and per trainee (``trainees``) the personal-details history and the last position applied per entity. Tick records carrying the watermark
   reach every partition; a tick closes the days of *that* partition whose end + grace it has passed:
   records are produced and acknowledged first, state deleted after, so a crash re-emits identical
   records (same key) and never loses one.
@@ -42,6 +42,7 @@ REPLAYS = Counter("netchange_replays_skipped_total", "events recognised as alrea
 BASELINES = Counter("netchange_baselines_total", "snapshot reads and first-seen rows (original unknown)")
 DAYS_CLOSED = Counter("netchange_days_closed_total", "(trainee, day) folds closed")
 RECORDS = Counter("netchange_records_emitted_total", "net-change records produced", ["suppressed"])
+FOLDED = Counter("netchange_events_folded_total", "resolved changes folded into a trainee's day")
 LATE = Counter("netchange_late_events_total", "events that arrived after their day closed")
 DEAD = Counter("netchange_dead_letters_total", "envelopes sent to the CDC dead-letter topic", ["reason"])
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
@@ -82,7 +83,8 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     dlq = app.topic(settings.cdc_dlq_topic, key_type=bytes, value_type=bytes)
     known = app.Table("known", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
     days = app.Table("days", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
-    people = app.Table("people", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
+    # per trainee: personal-details history ("h") and the last position applied per entity ("s")
+    trainees = app.Table("trainees", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
     marks = app.Table("marks", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
 
     progress: dict[str, int] = {}
@@ -179,7 +181,8 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 if raw is None:
                     continue
                 entry = orjson.loads(raw)
-                hist = _history(people.get(trainee.encode()))
+                tstate = _TraineeState.load(trainees.get(trainee.encode()))
+                hist = tstate.history
                 record = core.close(trainee, day, core.fold_from_dict(entry["f"]), core.person_at(hist, day))
                 if record is not None:
                     fut = await netchange.send(key=record["id"].encode(), value=serde.encode(serde.NETCHANGE, record),
@@ -188,13 +191,13 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                     RECORDS.labels(str(record["suppressed"] is not None).lower()).inc()
                     log.info("netchange.emitted", record_id=record["id"], changes=len(record["changes"]),
                              suppressed=record["suppressed"], late=record["late"])
-                closed.append((key, trainee, hist, day))
+                closed.append((key, trainee, tstate, day))
             await asyncio.gather(*pending)  # acknowledged by the broker before the state goes
-            for key, trainee, hist, day in closed:
+            for key, trainee, tstate, day in closed:
                 del days[key]
-                trimmed = core.person_trim(hist, day.end_ms)
-                if trimmed != hist:
-                    people[trainee.encode()] = _dump_history(trimmed)
+                trimmed = core.person_trim(tstate.history, day.end_ms)
+                if trimmed != tstate.history:
+                    trainees[trainee.encode()] = tstate.replace_history(trimmed).dump()
                 DAYS_CLOSED.inc()
             del open_days[label]
 
@@ -207,6 +210,10 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 continue
             trainee = event.key.decode()
             resolved = core.Resolved.from_dict(orjson.loads(event.value))
+            tstate = _TraineeState.load(trainees.get(event.key))
+            if tstate.applied(resolved):
+                REPLAYS.inc()  # already folded (and perhaps closed and emitted) before a restart
+                continue
             day = cal.day_of(resolved.ts_ms)
             raw_mark = marks.get(b"p%d" % partition)
             late = False
@@ -216,10 +223,9 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 day = cal.day_of(int(raw_mark) - grace_ms)  # the open day
                 log.warning("netchange.late_event", trainee_id=trainee, entity=resolved.table,
                             entity_id=resolved.entity_id, folded_into=day.label)
-            hist = _history(people.get(event.key))
-            new_hist = core.person_apply(hist, day, resolved)
-            if new_hist is not None:
-                people[event.key] = _dump_history(new_hist)
+            new_hist = core.person_apply(tstate.history, day, resolved)
+            trainees[event.key] = tstate.after(resolved, new_hist).dump()
+            FOLDED.inc()
             key = f"{trainee}|{day.label}".encode()
             raw = days.get(key)
             current = core.fold_from_dict(orjson.loads(raw)["f"]) if raw else None
@@ -250,11 +256,34 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     return app
 
 
-def _history(raw: bytes | None) -> core.PersonHistory:
-    if not raw:
-        return ()
-    return tuple((s, (p[0], p[1]) if p else None, st) for s, p, st in orjson.loads(raw))
+class _TraineeState:
+    """What the fold keeps per trainee: personal-details history and the last position per entity."""
 
+    __slots__ = ("history", "seen")
 
-def _dump_history(hist: core.PersonHistory) -> bytes:
-    return orjson.dumps([[s, list(p) if p else None, st] for s, p, st in hist])
+    def __init__(self, history: core.PersonHistory, seen: dict[str, list[int]]) -> None:
+        self.history = history
+        self.seen = seen
+
+    @classmethod
+    def load(cls, raw: bytes | None) -> _TraineeState:
+        if not raw:
+            return cls((), {})
+        d = orjson.loads(raw)
+        return cls(tuple((s, (p[0], p[1]) if p else None, st) for s, p, st in d["h"]), d["s"])
+
+    def dump(self) -> bytes:
+        return orjson.dumps({"h": [[s, list(p) if p else None, st] for s, p, st in self.history], "s": self.seen})
+
+    def applied(self, change: core.Resolved) -> bool:
+        last = self.seen.get(f"{change.table}|{change.entity_id}")
+        return change.position is not None and last is not None and tuple(change.position) <= tuple(last)
+
+    def after(self, change: core.Resolved, history: core.PersonHistory | None) -> _TraineeState:
+        seen = self.seen
+        if change.position is not None:
+            seen = {**seen, f"{change.table}|{change.entity_id}": list(change.position)}
+        return _TraineeState(history if history is not None else self.history, seen)
+
+    def replace_history(self, history: core.PersonHistory) -> _TraineeState:
+        return _TraineeState(history, self.seen)

@@ -16,7 +16,7 @@ identically (:func:`resolve`) or skipped (:func:`fold`), so replays converge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from services.netchange.cdc import (
@@ -93,12 +93,12 @@ def _is_full(before: State | None, reference: State | None) -> bool:
         return False
     if reference is None:
         return len(before) > 1  # nothing to compare with: more than the key alone
-    return all(col in before for col in reference)
+    return before.keys() >= reference.keys()  # every column of the reference (a C-level set test)
 
 
 def _fill(image: State, fallback: State | None) -> State:
     """Replace unavailable (unchanged TOAST) values from the fallback image."""
-    if not any(v == UNAVAILABLE for v in image.values()):
+    if UNAVAILABLE not in image.values():  # the common case, tested in C
         return image
     out = dict(image)
     for col, val in image.items():
@@ -171,7 +171,7 @@ def fold(day: DayFold | None, change: Resolved, *, late: bool = False) -> DayFol
     if prior is not None:
         if change.position is not None and prior.position is not None and change.position <= prior.position:
             return None  # replayed
-        entry = replace(prior, current=change.after, position=change.position, late=prior.late or late)
+        entry = EntityFold(prior.original, change.after, change.position, prior.late or late)
     else:
         entry = EntityFold(change.before, change.after, change.position, late)
     out = dict(day) if day else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Any
 
@@ -44,12 +45,10 @@ async def main_async() -> int:
 
     log = logs.get("mailer")
     settings = MailerSettings()
-    stop, ready = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)  # drain: finish the batch in flight, commit, exit
+    ready = asyncio.Event()
     runner = await serve_health(settings.metrics_host, settings.metrics_port, ready)
-    ledger = Ledger(settings.ledger_dsn, settings.instance_id, settings.ledger_lease_seconds)
+    ledger = Ledger(settings.ledger_dsn, settings.instance_id, settings.ledger_lease_seconds,
+                    settings.ledger_pool_size)
     await ledger.open()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
                                 client_id=settings.instance_id)
@@ -57,13 +56,20 @@ async def main_async() -> int:
     pool = SmtpPool(settings)
     contacts = Contacts.from_json(settings.contacts_file) if settings.contacts_file else Contacts.default()
     mailer = Mailer(settings, ledger, pool, producer, contacts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, mailer.stop.set)  # drain: finish what is in flight, commit, exit
     log.info("mailer.started", instance=settings.instance_id, topic=settings.netchange_topic)
     code = 0
     try:
-        await consume(mailer, stop, ready)
+        await consume(mailer, ready)
     except RelayRefused as exc:
-        log.error("mailer.relay_refused_auth", error=str(exc))
+        ready.clear()
+        log.error("mailer.relay_refused_auth", error=str(exc), linger_seconds=settings.fault_linger_seconds)
         code = 3
+        # keep /metrics up a while so the alert (mailer_relay_refused_auth 1) is scraped before we exit
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(mailer.stop.wait(), settings.fault_linger_seconds)
     finally:
         await producer.stop()
         await pool.close()

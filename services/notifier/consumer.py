@@ -1,27 +1,39 @@
 """The mailer's shell: net-change records from Kafka → ledger → compose → SMTP → delivery status.
 
-Offsets are committed only after the ledger holds every outcome of the batch and the status events
-are acknowledged. A notification the ledger already holds as final is a no-op (a replay).
+Offsets are committed only after the ledger holds every outcome of the records they cover and the
+status events are acknowledged. A notification the ledger already holds as final is a no-op (a
+replay). On SIGTERM no new record is started; those in flight finish, and only the contiguous
+prefix of finished records of each partition is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from services import logs, serde
 from services.notifier import compose
-from services.notifier.ledger import Decision, Ledger
-from services.notifier.plan import Kind, Notification, Status, backoff, message_id, notifications, send_after, unsent_reason
-from services.notifier.smtp import Outcome, SmtpPool
+from services.notifier.ledger import Claim, Decision, Ledger
+from services.notifier.plan import (
+    Kind,
+    Notification,
+    Status,
+    backoff,
+    message_id,
+    notifications,
+    send_after,
+    unsent_reason,
+)
+from services.notifier.smtp import Attempt, Outcome, SmtpPool
 from services.settings import MailerSettings
 
 log = logs.get("mailer")
@@ -35,9 +47,33 @@ LATENCY = Histogram("mailer_send_seconds", "one SMTP attempt, connect to final r
 LAG = Gauge("mailer_consumer_lag", "records not yet consumed, per partition", ["partition"])
 CONFIG_ALERT = Gauge("mailer_relay_refused_auth", "1 when the relay refused our credentials (530/535): sending stopped")
 
+UNDECODABLE = "undecodable net-change record"
+DIED_IN_DATA = "the sending instance stopped during DATA"
+
+# Reasons the mailer itself words, safe to log as they are. Anything else (a relay's reply text, a
+# record's free text) is logged only as its SMTP code: a reply may echo a name or an address.
+_LOGGABLE_REASONS = frozenset({
+    compose.NOTHING_TO_SEND, compose.NO_ADDRESS, compose.ADDRESS_NOT_VALID, compose.HEADER_NOT_VALID,
+    compose.SENDER_NOT_VALID, compose.MESSAGE_ID_NOT_VALID, compose.RECORD_NOT_VALID, DIED_IN_DATA,
+    "no notifiable change", "placement type not in post", "placement ended before the day",
+    "placeholder person", "dummy record person",
+})
+_LOGGABLE_PREFIXES = ("connection error: ", "connection lost after DATA: ", UNDECODABLE)
+
+
+def loggable_reason(reason: str | None) -> str | None:
+    """``reason`` when the mailer worded it; otherwise a placeholder (never server or record text)."""
+    if reason is None or reason in _LOGGABLE_REASONS or reason.startswith(_LOGGABLE_PREFIXES):
+        return reason
+    return "<relay reply>"
+
 
 class RelayRefused(RuntimeError):
     """The relay refused our authentication: a configuration fault, not the trainee's."""
+
+
+class Abandoned(Exception):
+    """A notification given up without an outcome (the mailer is draining): its offset is not committed."""
 
 
 @dataclass
@@ -47,6 +83,9 @@ class Mailer:
     pool: SmtpPool
     producer: AIOKafkaProducer
     contacts: compose.Contacts
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: drain (no new records, no more retries)
+    halt: asyncio.Event = field(default_factory=asyncio.Event)  # set: the relay refused us, send nothing more
+    _inflight: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def sender(self) -> str:
@@ -62,7 +101,7 @@ class Mailer:
         await self.producer.send(self.settings.delivery_status_topic, serde.encode(serde.DELIVERY_STATUS, event),
                                  key=n.notification_id.encode())
         log.info("mail.status", notification_id=n.notification_id, status=status.value, attempt=attempt,
-                 smtp_code=code, reason=reason)
+                 smtp_code=code, reason=loggable_reason(reason))
 
     async def dead_letter(self, value: bytes, reason: str, notification_id: str | None = None) -> None:
         headers = [("reason", reason.encode())]
@@ -72,59 +111,91 @@ class Mailer:
                                  headers=headers)
         FAILED.labels(reason.split(":")[0][:40]).inc()
 
-    async def final(self, n: Notification, status: Status, reason: str, raw: bytes) -> None:
-        await self.ledger.record_final(n, status, reason)
-        await self.status(n, status, reason=reason)
+    async def outcome(self, n: Notification, status: Status, raw: bytes, *, generation: int = 0,
+                      reason: str | None = None, attempt: Attempt | None = None, attempt_no: int = 0,
+                      message_id: str | None = None) -> None:
+        """Record a final outcome of a claimed notification: ledger first, then the status event (and
+        the dead letter when it failed)."""
+        code = attempt.code if attempt else None
+        await self.ledger.mark(n.notification_id, status, smtp_code=code, reason=reason)
+        await self.status(n, status, attempt=attempt_no, generation=generation, message_id=message_id, code=code,
+                          reason=reason)
         OUTCOMES.labels(status.value).inc()
         if status is Status.FAILED:
-            await self.dead_letter(raw, reason, n.notification_id)
+            await self.dead_letter(raw, reason or "failed", n.notification_id)
 
     # ------------------------------------------------------------------ one record
-    async def handle(self, raw: bytes) -> None:
-        try:
-            record = serde.decode(serde.NETCHANGE, raw)
-        except (serde.SchemaMismatch, ValueError, EOFError, IndexError, TypeError) as exc:
-            await self.dead_letter(raw, f"undecodable net-change record: {type(exc).__name__}")
-            log.error("mail.undecodable_record", error=type(exc).__name__)
-            return
+    async def handle(self, raw: bytes, record: dict[str, Any] | None = None) -> None:
+        if record is None:
+            try:
+                record = decode(raw)
+            except ValueError as exc:
+                await self.dead_letter(raw, f"{UNDECODABLE}: {exc}")
+                log.error("mail.undecodable_record", error=str(exc))
+                return
         for n in notifications(record):
             await self.deliver(n, record, raw)
 
     async def deliver(self, n: Notification, record: dict[str, Any], raw: bytes) -> None:
         unsent = unsent_reason(record)
         if unsent is Status.SUPPRESSED or (unsent is Status.NO_ADDRESS and n.kind is Kind.DIGEST):
-            reason = record.get("suppressed") or "no notifiable change" if unsent is Status.SUPPRESSED else "no address"
-            await self.final(n, unsent, reason, raw)
+            reason = (record.get("suppressed") or "no notifiable change") if unsent is Status.SUPPRESSED else "no address"
+            if await self.ledger.record_final(n, unsent, reason):
+                await self.status(n, unsent, reason=reason)
+                OUTCOMES.labels(unsent.value).inc()
+            else:
+                REPLAYS.inc()
             return
+        async with self._exclusive(n.notification_id):
+            claim = await self._claim(n)
+            if claim is not None:
+                await self._compose_and_send(n, claim, record, raw)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, notification_id: str) -> AsyncIterator[None]:
+        """One task per notification id in this process: a duplicate record in the same batch waits
+        for the first and then finds its outcome in the ledger (the lease cannot tell them apart)."""
+        while (busy := self._inflight.get(notification_id)) is not None:
+            await busy.wait()
+        done = self._inflight[notification_id] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._inflight[notification_id]
+            done.set()
+
+    async def _claim(self, n: Notification) -> Claim | None:
+        """The ledger's claim, waiting while another live instance holds it; None when there is
+        nothing to send."""
         claim = await self.ledger.claim(n)
         waited = 0.0
         while claim.decision is Decision.BUSY and waited < self.settings.ledger_lease_seconds * 2:
-            await asyncio.sleep(1.0)
-            waited += 1.0
+            await asyncio.sleep(0.5)
+            waited += 0.5
             claim = await self.ledger.claim(n)
         if claim.decision is Decision.DONE:
             REPLAYS.inc()
             log.info("mail.replay_skipped", notification_id=n.notification_id, status=claim.status)
-            return
+            return None
         if claim.decision is Decision.UNCERTAIN:
-            await self.status(n, Status.UNCERTAIN, reason="the sending instance stopped during DATA")
+            await self.status(n, Status.UNCERTAIN, generation=claim.generation, reason=DIED_IN_DATA)
             OUTCOMES.labels("UNCERTAIN").inc()
-            return
+            return None
         if claim.decision is Decision.BUSY:
             raise RuntimeError(f"notification {n.notification_id} is held by another live instance")
+        return claim
+
+    async def _compose_and_send(self, n: Notification, claim: Claim, record: dict[str, Any], raw: bytes) -> None:
         mid = message_id(n.notification_id, claim.generation, self.settings.message_id_domain)
-        copy_of = dt.datetime.now(dt.timezone.utc) if claim.is_copy else None
+        # a copy names when the original went; a resend of one never sent is simply a first send
+        copy_of = claim.first_sent_at if claim.is_copy else None
         make = compose.compose_digest if n.kind is Kind.DIGEST else compose.compose_previous_address_notice
         composed = make(record, contacts=self.contacts, message_id=mid, mail_from=self.settings.mail_from,
                         copy_of=copy_of, allow_test_domains=self.settings.allow_test_domains)
         if isinstance(composed, compose.Refusal):
             status = {compose.NOTHING_TO_SEND: Status.SUPPRESSED, compose.NO_ADDRESS: Status.NO_ADDRESS}.get(
                 composed.reason, Status.FAILED)
-            await self.ledger.mark(n.notification_id, status, reason=composed.reason)
-            await self.status(n, status, generation=claim.generation, reason=composed.reason)
-            OUTCOMES.labels(status.value).inc()
-            if status is Status.FAILED:
-                await self.dead_letter(raw, composed.reason, n.notification_id)
+            await self.outcome(n, status, raw, generation=claim.generation, reason=composed.reason)
             return
         await self.send(n, composed, claim.generation, raw)
 
@@ -133,6 +204,9 @@ class Mailer:
         started = time.monotonic()
         attempt = 0
         while True:
+            if self.halt.is_set():
+                await self.ledger.release(n.notification_id)
+                raise Abandoned(n.notification_id)
             attempt += 1
 
             async def in_flight() -> None:
@@ -141,86 +215,165 @@ class Mailer:
             t0 = time.monotonic()
             result = await self.pool.send(message, self.sender, composed.to, before_data=in_flight)
             LATENCY.observe(time.monotonic() - t0)
-            common = {"attempt": attempt, "generation": generation, "message_id": composed.message_id,
-                      "code": result.code, "reason": result.reason}
+            common: dict[str, Any] = {"attempt": result, "attempt_no": attempt, "generation": generation,
+                                      "message_id": composed.message_id}
             if result.outcome is Outcome.SENT:
-                await self.ledger.mark(n.notification_id, Status.SENT, smtp_code=result.code, reason=None)
-                await self.status(n, Status.SENT, **common)
+                await self.outcome(n, Status.SENT, raw, reason=None, **common)
                 SENT.labels(n.kind.value).inc()
-                OUTCOMES.labels("SENT").inc()
                 return
             if result.outcome is Outcome.UNCERTAIN:
-                await self.ledger.mark(n.notification_id, Status.UNCERTAIN, reason=result.reason)
-                await self.status(n, Status.UNCERTAIN, **common)
-                OUTCOMES.labels("UNCERTAIN").inc()
+                await self.outcome(n, Status.UNCERTAIN, raw, reason=result.reason, **common)
                 return
             if result.outcome is Outcome.CONFIG:
                 CONFIG_ALERT.set(1)
-                await self.ledger.mark(n.notification_id, Status.RETRYING, smtp_code=result.code, reason=result.reason)
-                await self.status(n, Status.RETRYING, **common)
+                self.halt.set()
+                await self._not_yet(n, result, attempt, generation, composed.message_id)
+                await self.ledger.release(n.notification_id)
                 raise RelayRefused(f"relay refused authentication ({result.code})")
             horizon_passed = time.monotonic() - started > self.settings.smtp_retry_horizon_seconds
             if result.outcome is Outcome.FAILED or horizon_passed:
                 reason = result.reason if result.outcome is Outcome.FAILED else f"gave up after {attempt} attempts: {result.reason}"
-                await self.ledger.mark(n.notification_id, Status.FAILED, smtp_code=result.code, reason=reason)
-                await self.status(n, Status.FAILED, **{**common, "reason": reason})
-                OUTCOMES.labels("FAILED").inc()
-                await self.dead_letter(raw, reason, n.notification_id)
+                await self.outcome(n, Status.FAILED, raw, reason=reason, **common)
                 return
             RETRIED.inc()
-            await self.ledger.mark(n.notification_id, Status.RETRYING, smtp_code=result.code, reason=result.reason)
-            await self.status(n, Status.RETRYING, **common)
-            await asyncio.sleep(backoff(attempt, self.settings.smtp_retry_base_seconds))
+            await self._not_yet(n, result, attempt, generation, composed.message_id)
+            await self._pause(backoff(attempt, self.settings.smtp_retry_base_seconds,
+                                      self.settings.smtp_retry_cap_seconds), n)
+
+    async def _not_yet(self, n: Notification, result: Attempt, attempt: int, generation: int, mid: str) -> None:
+        await self.ledger.mark(n.notification_id, Status.RETRYING, smtp_code=result.code, reason=result.reason)
+        await self.status(n, Status.RETRYING, attempt=attempt, generation=generation, message_id=mid,
+                          code=result.code, reason=result.reason)
+
+    async def _pause(self, seconds: float, n: Notification) -> None:
+        """The backoff before a retry, cut short by a drain: then the claim is released, not decided."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        if self.stop.is_set() or self.halt.is_set():
+            await self.ledger.release(n.notification_id)
+            raise Abandoned(n.notification_id)
 
 
-def due(raw: bytes, settings: MailerSettings) -> float:
-    """Epoch seconds from which a record's digest may go (0 when it may go now or cannot be read)."""
-    if settings.send_immediately:
-        return 0.0
+def decode(raw: bytes) -> dict[str, Any]:
+    """A net-change record; ValueError (with a reason free of content) when it cannot be read."""
     try:
-        day = serde.decode(serde.NETCHANGE, raw)["day"]
-    except Exception:  # noqa: BLE001 - an unreadable record is dealt with (dead-lettered) by handle()
+        return serde.decode(serde.NETCHANGE, raw)
+    except serde.SchemaMismatch as exc:
+        raise ValueError(str(exc)) from None
+    except (ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
+        raise ValueError(type(exc).__name__) from None
+
+
+@dataclass
+class Inbound:
+    """One consumed record, decoded once (``record`` None when it cannot be read)."""
+
+    tp: TopicPartition
+    offset: int
+    raw: bytes
+    record: dict[str, Any] | None
+    done: bool = False
+
+
+def inbound(batch: dict[TopicPartition, list[Any]]) -> list[Inbound]:
+    out = []
+    for tp, msgs in batch.items():
+        for m in msgs:
+            try:
+                record: dict[str, Any] | None = decode(m.value)
+            except ValueError:
+                record = None
+            out.append(Inbound(tp, m.offset, m.value, record))
+    return out
+
+
+def due(item: Inbound, settings: MailerSettings) -> float:
+    """Epoch seconds from which a record's digest may go (0 when it may go now or cannot be read)."""
+    if settings.send_immediately or item.record is None:
         return 0.0
-    return send_after(day, settings.send_at, settings.timezone).timestamp()
+    return send_after(item.record["day"], settings.send_at, settings.timezone).timestamp()
 
 
-async def consume(mailer: Mailer, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+def committable(items: Sequence[Inbound]) -> dict[TopicPartition, int]:
+    """Per partition, the offset after the last record of the contiguous prefix that is done."""
+    offsets: dict[TopicPartition, int] = {}
+    blocked: set[TopicPartition] = set()
+    for item in sorted(items, key=lambda i: (i.tp.topic, i.tp.partition, i.offset)):
+        if item.tp in blocked:
+            continue
+        if item.done:
+            offsets[item.tp] = item.offset + 1
+        else:
+            blocked.add(item.tp)
+    return offsets
+
+
+async def process(mailer: Mailer, items: list[Inbound]) -> BaseException | None:
+    """Handle a batch, concurrently up to twice the SMTP pool; returns the first fault (if any).
+    Records not started when a drain or a halt begins are left undone."""
+    slots = asyncio.Semaphore(mailer.settings.smtp_pool_size * 2)
+
+    async def one(item: Inbound) -> None:
+        async with slots:
+            if mailer.stop.is_set() or mailer.halt.is_set():
+                return
+            await mailer.handle(item.raw, item.record)
+            item.done = True
+
+    results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
+    faults = [r for r in results if isinstance(r, BaseException) and not isinstance(r, Abandoned)]
+    refused = [f for f in faults if isinstance(f, RelayRefused)]
+    return (refused or faults or [None])[0]
+
+
+async def wait_until_due(consumer: AIOKafkaConsumer, items: list[Inbound], mailer: Mailer) -> None:
+    wait_until = max(due(i, mailer.settings) for i in items)
+    while time.time() < wait_until and not mailer.stop.is_set():
+        consumer.pause(*consumer.assignment())  # keep polling so the group keeps us
+        await consumer.getmany(timeout_ms=min(1000, int((wait_until - time.time()) * 1000) + 1))
+    consumer.resume(*consumer.assignment())
+
+
+async def commit(consumer: AIOKafkaConsumer, mailer: Mailer, items: list[Inbound]) -> None:
+    """Status events acknowledged, then the offsets of what the ledger holds."""
+    await mailer.producer.flush()
+    offsets = committable(items)
+    if not offsets:
+        return
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, KafkaError) as exc:
+        log.warning("mail.commit_failed", error=type(exc).__name__)  # rebalanced: the ledger dedupes
+
+
+async def report_lag(consumer: AIOKafkaConsumer) -> None:
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None:
+            LAG.labels(str(tp.partition)).set(max(0, high - (await consumer.position(tp))))
+
+
+async def consume(mailer: Mailer, ready: asyncio.Event | None = None) -> None:
     s = mailer.settings
     consumer = AIOKafkaConsumer(
         s.netchange_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.batch_size,
+        session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(1000, s.session_timeout_ms // 5),
         client_id=s.instance_id)
     await consumer.start()
     if ready is not None:
         ready.set()
-    slots = asyncio.Semaphore(s.smtp_pool_size * 2)
-
-    async def one(raw: bytes) -> None:
-        async with slots:
-            await mailer.handle(raw)
-
     try:
-        while not stop.is_set():
+        while not mailer.stop.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
             if not batch:
                 continue
-            wait_until = max(due(m.value, s) for msgs in batch.values() for m in msgs)
-            while time.time() < wait_until and not stop.is_set():
-                consumer.pause(*consumer.assignment())  # keep polling so the group keeps us
-                await consumer.getmany(timeout_ms=min(1000, int((wait_until - time.time()) * 1000) + 1))
-            consumer.resume(*consumer.assignment())
-            if stop.is_set():
-                break
-            await asyncio.gather(*(one(m.value) for msgs in batch.values() for m in msgs))
-            await mailer.producer.flush()
-            offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
-            try:
-                await consumer.commit(offsets)
-            except (CommitFailedError, KafkaError) as exc:
-                log.warning("mail.commit_failed", error=type(exc).__name__)  # rebalanced: the ledger dedupes
-            for tp in consumer.assignment():
-                high = consumer.highwater(tp)
-                if high is not None:
-                    LAG.labels(str(tp.partition)).set(max(0, high - (await consumer.position(tp))))
+            items = inbound(batch)
+            await wait_until_due(consumer, items, mailer)
+            fault = await process(mailer, items)
+            await commit(consumer, mailer, items)
+            if fault is not None:
+                raise fault
+            await report_lag(consumer)
     finally:
         await consumer.stop()
