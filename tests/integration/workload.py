@@ -165,8 +165,8 @@ class AggregatorRun:
             consumer.close()
         return found
 
-    def netchange(self, expected: int, timeout: float = 120) -> list[dict[str, Any]]:
-        return [serde.decode(serde.NETCHANGE, v) for _, v, _ in self.records(expected, timeout)]
+    def netchange(self, expected: int, timeout: float = 120, idle: float = 3.0) -> list[dict[str, Any]]:
+        return [serde.decode(serde.NETCHANGE, v) for _, v, _ in self.records(expected, timeout, idle)]
 
 
 def metric(service: Service, name: str) -> float:
@@ -193,3 +193,39 @@ def wait_metric(service: Service, name: str, at_least: float, timeout: float = 1
         assert service.alive, f"{service.name} died:\n{service.log()[-3000:]}"
         time.sleep(0.5)
     raise AssertionError(f"{name} reached {value}, not {at_least}, within {timeout:.0f} s")
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Records of ``topics`` not yet committed by consumer group ``group``."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(timeout=10)
+    tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
+    committed = {(tp.topic, tp.partition): tp.offset for tp in fut.result(10).topic_partitions}
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
+    try:
+        lag = 0
+        for tp in tps:
+            _, high = probe.get_watermark_offsets(tp, timeout=10)
+            done = committed.get((tp.topic, tp.partition), -1)
+            lag += high - max(done, 0)
+        return lag
+    finally:
+        probe.close()
+
+
+def wait_caught_up(run: AggregatorRun, timeout: float = 180) -> None:
+    """Until the aggregator's group has committed everything on the CDC and re-keyed topics."""
+    topics = [f"{run.prefix}.tss.{t}" for t in ("personal_details", "programme_membership",
+                                               "curriculum_membership", "placement")]
+    topics.append(f"{run.app_id}-resolved")
+    deadline = time.monotonic() + timeout
+    lag = -1
+    while time.monotonic() < deadline:
+        lag = group_lag(run.stack.bootstrap, run.app_id, topics)
+        if lag == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"aggregator still {lag} records behind after {timeout:.0f} s")

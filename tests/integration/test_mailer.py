@@ -1,0 +1,636 @@
+"""The mailer as a real process on the real broker and the PostgreSQL ledger, against scripted SMTP.
+
+Every test gets its own net-change topic (so no mailer ever sees another test's records), unique
+trainee ids and its own consumer group. Net-change records are produced directly, Avro-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from psycopg.rows import dict_row
+
+from services import serde
+from services.notifier.labels import format_instant
+from services.notifier.plan import message_id
+from tests.integration.procs import Inbox, Service, free_port, mailer, text_of
+
+STATUS_TOPIC = "trainee-notify.delivery-status.v1"
+DLQ_TOPIC = "trainee-notify.mail-dlq.v1"
+DAY = "2026-11-24"
+DOMAIN = "notify.example.nhs.uk"
+FAST = {"TN_SMTP_RETRY_BASE_SECONDS": "0.1", "TN_SMTP_RETRY_CAP_SECONDS": "0.5",
+        "TN_SMTP_RETRY_HORIZON_SECONDS": "60", "TN_SMTP_RATE_PER_SECOND": "2000",
+        "TN_SESSION_TIMEOUT_MS": "6000", "TN_LOG_FORMAT": "json"}
+
+
+# ---------------------------------------------------------------------------------------------- records
+def record(tid: str, *, email: str | None = None, surname: str = "Okafor", forenames: str = "Ada",
+           previous_email: str | None = None, suppressed: str | None = None, recipient: bool = True,
+           address_line: str = "Flat 3, 40 Hills Road") -> dict[str, Any]:
+    changes: list[dict[str, Any]] = [
+        {"entity": "placement", "id": f"pl-{tid}", "kind": "updated", "suppressed": None,
+         "fields": {"site": {"old": "Addenbrooke's Hospital", "new": "Royal Papworth Hospital"}}},
+        {"entity": "personal_details", "id": tid, "kind": "updated", "suppressed": None,
+         "fields": {"address1": {"old": "12 Cherry Hinton Road", "new": address_line}}},
+    ]
+    if previous_email:
+        changes[1]["fields"]["email"] = {"old": previous_email, "new": email}
+    who = {"email": email if email is not None else f"dr.{tid}@example.nhs.uk", "title": "Dr",
+           "forenames": forenames, "surname": surname}
+    return {"id": f"{tid}:{DAY}", "trainee_id": tid, "day": DAY, "late": False, "changes": changes,
+            "recipient": who if recipient else None, "previous_email": previous_email, "suppressed": suppressed}
+
+
+def address_of(tid: str) -> str:
+    return f"dr.{tid}@example.nhs.uk"
+
+
+def digest_id(tid: str) -> str:
+    return f"{tid}:{DAY}:digest"
+
+
+def mid(tid: str, kind: str = "digest", generation: int = 0) -> str:
+    return message_id(f"{tid}:{DAY}:{kind}", generation, DOMAIN)
+
+
+def new_topic(stack: Any, partitions: int = 4) -> str:
+    name = f"it-netchange-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+    return name
+
+
+def produce(stack: Any, topic: str, records: list[dict[str, Any]]) -> None:
+    producer = Producer({"bootstrap.servers": stack.bootstrap, "linger.ms": 5})
+    for r in records:
+        producer.produce(topic, serde.encode(serde.NETCHANGE, r), key=r["id"].encode())
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def committed(stack: Any, group: str, topic: str, partitions: int) -> int:
+    """Sum of the committed offsets of ``group`` on ``topic`` (0 for a partition without one)."""
+    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        c.close()
+    return sum(max(tp.offset, 0) for tp in tps)
+
+
+# ---------------------------------------------------------------------------------------------- SMTP
+Script = Callable[[Any, Any], Any]  # async (server, envelope) -> reply string or None (accept)
+
+
+@dataclass
+class Smtp:
+    """An in-process aiosmtpd relay whose DATA replies are scripted; counts every DATA it saw."""
+
+    script: Script | None = None
+    auth: tuple[str, str] | None = None
+    port: int = field(default_factory=free_port)
+    inbox: Inbox = field(default_factory=Inbox)
+    data_seen: Counter[str] = field(default_factory=Counter)  # recipient -> DATA commands completed
+    controller: Controller | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+        for rcpt in envelope.rcpt_tos:
+            self.data_seen[rcpt] += 1
+        if self.script is not None:
+            reply = await self.script(server, envelope)
+            if reply is not None:
+                return str(reply)
+        self.inbox.add(envelope.content)
+        return "250 2.0.0 OK: queued"
+
+    def start(self) -> Smtp:
+        kwargs: dict[str, Any] = {}
+        if self.auth is not None:
+            user, password = self.auth
+
+            def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+                ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == (user, password)
+                return AuthResult(success=ok, handled=False)
+
+            kwargs = {"auth_required": True, "auth_require_tls": False, "authenticator": authenticator}
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def message_ids(self) -> Counter[str]:
+        with self.inbox.lock:
+            return Counter(str(m["Message-ID"]) for m in self.inbox.messages)
+
+
+@pytest.fixture
+def smtp() -> Iterator[Callable[..., Smtp]]:
+    servers: list[Smtp] = []
+
+    def make(script: Script | None = None, *, auth: tuple[str, str] | None = None, start: bool = True) -> Smtp:
+        server = Smtp(script, auth)
+        servers.append(server)
+        return server.start() if start else server
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def subject(m: Message) -> str:
+    return " ".join(str(m["Subject"]).split())  # unfolded
+
+
+def to(address: str) -> Callable[[Message], bool]:
+    return lambda m: address in (m["To"] or "")
+
+
+# ---------------------------------------------------------------------------------------------- ledger
+@pytest.fixture
+def ledger(stack: Any) -> Iterator[Callable[[str], dict[str, Any] | None]]:
+    conn = psycopg.connect(stack.pg_dsn, autocommit=True, row_factory=dict_row)
+
+    def row(notification_id: str) -> dict[str, Any] | None:
+        try:
+            return conn.execute("SELECT * FROM notify.ledger WHERE notification_id = %s", (notification_id,)).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+
+    yield row
+    conn.close()
+
+
+def statuses(stack: Any, ids: list[str]) -> dict[str, str]:
+    with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT notification_id, status FROM notify.ledger WHERE notification_id = ANY(%s)",
+                            (ids,)).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+FINAL = {"SENT", "FAILED", "UNCERTAIN", "SUPPRESSED", "NO_ADDRESS"}
+
+
+def wait_final(stack: Any, ids: list[str], timeout: float = 60, svc: Service | None = None) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    found: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        found = statuses(stack, ids)
+        if len(found) == len(ids) and set(found.values()) <= FINAL:
+            return found
+        time.sleep(0.3)
+    tail = svc.log()[-3000:] if svc else ""
+    raise AssertionError(f"{sum(v in FINAL for v in found.values())} of {len(ids)} final within {timeout} s\n{tail}")
+
+
+def status_events(consume_topic: Any, notification_id: str, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+    key = notification_id.encode()
+    got = consume_topic(STATUS_TOPIC, n, timeout=timeout, predicate=lambda r: r.key == key)
+    return [serde.decode(serde.DELIVERY_STATUS, r.raw_value) for r in got]
+
+
+def run_mailer(stack: Any, tmp: Path, smtp_port: int, topic: str, *, name: str = "mailer",
+               group: str | None = None, **env: str) -> Service:
+    group = group or f"it-mailer-{uuid.uuid4().hex[:8]}"
+    return mailer(stack, tmp, smtp_port, name=name, TN_NETCHANGE_TOPIC=topic, TN_GROUP_ID=group,
+                  **{**FAST, **env}).start()
+
+
+def finish(svc: Service, timeout: float = 30) -> int | None:
+    code = svc.stop(timeout)
+    assert "Traceback" not in svc.log(), f"{svc.name} crashed:\n{svc.log()[-3000:]}"
+    return code
+
+
+# ============================================================================================== tests
+def test_4xx_then_success_sends_one_email_after_retrying(stack: Any, tmp_path: Path, smtp: Any, ledger: Any,
+                                                         consume_topic: Any) -> None:
+    tid = f"t4xx-{uuid.uuid4().hex[:8]}"
+    tries: Counter[str] = Counter()
+
+    async def script(server: Any, envelope: Any) -> str | None:
+        tries[envelope.rcpt_tos[0]] += 1
+        return "451 4.3.0 try later" if tries[envelope.rcpt_tos[0]] <= 2 else None
+
+    server = smtp(script)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid), record(tid)])  # a duplicate in the same batch: still one email
+    svc = run_mailer(stack, tmp_path, server.port, topic)
+    server.inbox.wait_for(to(address_of(tid)), timeout=60)
+    wait_final(stack, [digest_id(tid)], svc=svc)
+    time.sleep(1)
+    assert finish(svc) == 0
+    assert server.message_ids() == {mid(tid): 1}
+    row = ledger(digest_id(tid))
+    assert row["status"] == "SENT" and row["attempts"] == 3 and row["message_id"] == mid(tid)
+    events = status_events(consume_topic, digest_id(tid), 3)
+    assert [e["status"] for e in events] == ["RETRYING", "RETRYING", "SENT"]
+    assert [e["smtp_code"] for e in events] == [451, 451, 250]
+    assert [e["attempt"] for e in events] == [1, 2, 3]
+
+
+def test_5xx_fails_at_once_and_goes_to_the_dead_letter_topic(stack: Any, tmp_path: Path, smtp: Any, ledger: Any,
+                                                             consume_topic: Any) -> None:
+    tid = f"t5xx-{uuid.uuid4().hex[:8]}"
+
+    async def script(server: Any, envelope: Any) -> str:
+        return "550 5.1.1 mailbox unavailable"
+
+    server = smtp(script)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid)])
+    svc = run_mailer(stack, tmp_path, server.port, topic)
+    wait_final(stack, [digest_id(tid)], svc=svc)
+    assert finish(svc) == 0
+    row = ledger(digest_id(tid))
+    assert row["status"] == "FAILED" and row["attempts"] == 1 and row["smtp_code"] == 550
+    assert server.data_seen[address_of(tid)] == 1 and not server.inbox.messages
+    [event] = status_events(consume_topic, digest_id(tid), 1)
+    assert event["status"] == "FAILED" and event["smtp_code"] == 550
+    [dead] = consume_topic(DLQ_TOPIC, 1, predicate=lambda r: r.key == digest_id(tid).encode())
+    assert serde.decode(serde.NETCHANGE, dead.raw_value)["trainee_id"] == tid
+    headers = dict(_headers(stack, DLQ_TOPIC, digest_id(tid)))
+    assert b"mailbox unavailable" in headers["reason"]
+    assert headers["notification_id"] == digest_id(tid).encode()
+
+
+def _headers(stack: Any, topic: str, key: str) -> list[tuple[str, bytes]]:
+    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"it-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error() and msg.key() == key.encode():
+                return list(msg.headers() or [])
+    finally:
+        c.close()
+    raise AssertionError(f"no {key} on {topic}")
+
+
+def test_connection_dropped_mid_data_is_uncertain_and_not_resent(stack: Any, tmp_path: Path, smtp: Any,
+                                                                ledger: Any, consume_topic: Any) -> None:
+    tid = f"tdrop-{uuid.uuid4().hex[:8]}"
+
+    async def script(server: Any, envelope: Any) -> str:
+        server.transport.abort()  # the content arrived; the reply never goes
+        await asyncio.sleep(3600)
+        return "250 never"
+
+    server = smtp(script)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid)])
+    svc = run_mailer(stack, tmp_path, server.port, topic)
+    assert wait_final(stack, [digest_id(tid)], svc=svc) == {digest_id(tid): "UNCERTAIN"}
+    assert finish(svc) == 0
+    assert server.data_seen[address_of(tid)] == 1
+    [event] = status_events(consume_topic, digest_id(tid), 1)
+    assert event["status"] == "UNCERTAIN" and event["attempt"] == 1
+    # a restart that reads the topic again (a new group) does not resend it
+    again = run_mailer(stack, tmp_path, server.port, topic, name="mailer-again")
+    _wait_committed(stack, again, topic, 1)
+    assert finish(again) == 0
+    assert server.data_seen[address_of(tid)] == 1
+    assert ledger(digest_id(tid))["status"] == "UNCERTAIN"
+
+
+def _wait_committed(stack: Any, svc: Service, topic: str, n: int, partitions: int = 4, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if committed(stack, svc.env["TN_GROUP_ID"], topic, partitions) >= n:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{svc.name} did not commit {n} offsets:\n{svc.log()[-3000:]}")
+
+
+def _metric(svc: Service, name: str) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{svc.env['TN_METRICS_PORT']}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("credentials", [("mailer", "wrong-password"), None], ids=["535-bad-password", "530-no-auth"])
+def test_relay_refusing_auth_stops_the_mailer_with_an_alert(stack: Any, tmp_path: Path, smtp: Any, ledger: Any,
+                                                            credentials: tuple[str, str] | None) -> None:
+    tids = [f"tauth-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    server = smtp(auth=("mailer", "right-password"))
+    topic = new_topic(stack)
+    produce(stack, topic, [record(t) for t in tids])
+    env = {"TN_FAULT_LINGER_SECONDS": "20"}
+    if credentials:
+        env |= {"TN_SMTP_USERNAME": credentials[0], "TN_SMTP_PASSWORD": credentials[1]}
+    svc = run_mailer(stack, tmp_path, server.port, topic, **env)
+    alert = None
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and alert != 1.0:
+        alert = _metric(svc, "mailer_relay_refused_auth")
+        time.sleep(0.2)
+    assert alert == 1.0, svc.log()[-3000:]
+    code = finish(svc)  # SIGTERM ends the linger
+    assert code == 3
+    assert not server.inbox.messages
+    assert '"event": "mailer.relay_refused_auth"' in svc.log()
+    assert not any(s == "SENT" for s in statuses(stack, [digest_id(t) for t in tids]).values())
+    assert committed(stack, svc.env["TN_GROUP_ID"], topic, 4) == 0  # nothing decided, nothing committed
+    # with the right password the same records go, each once
+    ok = run_mailer(stack, tmp_path, server.port, topic, name="mailer-fixed", group=svc.env["TN_GROUP_ID"],
+                    TN_SMTP_USERNAME="mailer", TN_SMTP_PASSWORD="right-password")
+    assert set(wait_final(stack, [digest_id(t) for t in tids], svc=ok).values()) == {"SENT"}
+    assert finish(ok) == 0
+    assert server.message_ids() == {mid(t): 1 for t in tids}
+
+
+def test_relay_down_for_a_while_then_back_loses_nothing(stack: Any, tmp_path: Path, smtp: Any) -> None:
+    tids = [f"tdown-{uuid.uuid4().hex[:8]}" for _ in range(30)]
+    server = smtp(start=False)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(t) for t in tids])
+    svc = run_mailer(stack, tmp_path, server.port, topic)
+    time.sleep(6)  # connection refused, retried with backoff
+    assert svc.alive and not statuses(stack, [digest_id(t) for t in tids]).get(digest_id(tids[0])) == "SENT"
+    server.start()
+    assert set(wait_final(stack, [digest_id(t) for t in tids], svc=svc).values()) == {"SENT"}
+    assert finish(svc) == 0
+    assert server.message_ids() == {mid(t): 1 for t in tids}
+    assert '"status": "RETRYING"' in svc.log()
+
+
+def test_offsets_are_committed_only_after_the_ledger_holds_the_outcome(stack: Any, tmp_path: Path, smtp: Any,
+                                                                      ledger: Any) -> None:
+    tid = f"tofs-{uuid.uuid4().hex[:8]}"
+    release, entered = threading.Event(), threading.Event()
+
+    async def script(server: Any, envelope: Any) -> None:
+        entered.set()
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+
+    server = smtp(script)
+    topic = new_topic(stack, partitions=1)
+    produce(stack, topic, [record(tid)])
+    svc = run_mailer(stack, tmp_path, server.port, topic)
+    group = svc.env["TN_GROUP_ID"]
+    assert entered.wait(60), svc.log()[-3000:]
+    for _ in range(6):  # the relay holds the reply: the ledger says SENDING, nothing is committed
+        assert committed(stack, group, topic, 1) == 0
+        assert ledger(digest_id(tid))["status"] == "SENDING"
+        time.sleep(0.3)
+    release.set()
+    # sample the offset first, then the ledger: once the offset covers the record, the outcome is there
+    deadline, seen_commit = time.monotonic() + 30, False
+    while time.monotonic() < deadline and not seen_commit:
+        seen_commit = committed(stack, group, topic, 1) == 1
+        status = ledger(digest_id(tid))["status"]
+        assert not seen_commit or status == "SENT"
+        time.sleep(0.05)
+    assert seen_commit
+    assert finish(svc) == 0
+
+
+def test_a_replay_from_the_beginning_sends_nothing_new(stack: Any, tmp_path: Path, smtp: Any) -> None:
+    tids = [f"trep-{uuid.uuid4().hex[:8]}" for _ in range(10)]
+    server = smtp()
+    topic = new_topic(stack)
+    produce(stack, topic, [record(t) for t in tids])
+    first = run_mailer(stack, tmp_path, server.port, topic)
+    wait_final(stack, [digest_id(t) for t in tids], svc=first)
+    assert finish(first) == 0
+    assert len(server.inbox.messages) == 10
+    replay = run_mailer(stack, tmp_path, server.port, topic, name="mailer-replay")
+    _wait_committed(stack, replay, topic, 10)
+    assert finish(replay) == 0
+    assert len(server.inbox.messages) == 10
+    assert replay.log().count('"event": "mail.replay_skipped"') == 10
+
+
+def test_an_explicit_resend_is_a_copy_naming_the_first_send(stack: Any, tmp_path: Path, smtp: Any,
+                                                           ledger: Any) -> None:
+    tid = f"tcopy-{uuid.uuid4().hex[:8]}"
+    server = smtp()
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid)])
+    first = run_mailer(stack, tmp_path, server.port, topic)
+    wait_final(stack, [digest_id(tid)], svc=first)
+    assert finish(first) == 0
+    import datetime as dt
+
+    first_sent = dt.datetime(2026, 11, 25, 7, 2, tzinfo=dt.UTC)
+    with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE notify.ledger SET first_sent_at = %s, resend_requested = true,"
+                     " resend_by = 'it', resend_reason = 'test' WHERE notification_id = %s", (first_sent, digest_id(tid)))
+    again = run_mailer(stack, tmp_path, server.port, topic, name="mailer-resend")
+    [copy] = server.inbox.wait_for(lambda m: m["Message-ID"] == mid(tid, generation=1), timeout=60)
+    wait_final(stack, [digest_id(tid)], svc=again)
+    assert finish(again) == 0
+    assert subject(copy).startswith("Copy: ")
+    body = re.sub(r"\s+", " ", text_of(copy))
+    assert f"first sent on {format_instant(first_sent)}" in body, body[:600]
+    row = ledger(digest_id(tid))
+    assert row["generation"] == 1 and row["first_sent_at"] == first_sent and row["status"] == "SENT"
+
+
+def test_sigterm_mid_batch_drains_records_what_was_sent_and_exits_0(stack: Any, tmp_path: Path, smtp: Any) -> None:
+    tids = [f"tterm-{uuid.uuid4().hex[:8]}" for _ in range(300)]
+
+    async def script(server: Any, envelope: Any) -> None:
+        await asyncio.sleep(0.02)  # a slow relay, so the batch is still going when SIGTERM comes
+
+    server = smtp(script)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(t) for t in tids])
+    svc = run_mailer(stack, tmp_path, server.port, topic)
+    server.inbox.wait_for(lambda m: True, n=40, timeout=60)
+    t0 = time.monotonic()
+    code = finish(svc)
+    assert code == 0 and time.monotonic() - t0 < 10
+    sent = server.message_ids()
+    assert 40 <= len(sent) < 300 and set(sent.values()) == {1}
+    with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+        rows = dict(conn.execute("SELECT message_id, status FROM notify.ledger WHERE notification_id = ANY(%s)"
+                                 " AND message_id IS NOT NULL", ([digest_id(t) for t in tids],)).fetchall())
+    assert {m: rows.get(m) for m in sent} == {m: "SENT" for m in sent}
+    assert '"event": "mailer.stopped"' in svc.log()
+    # and the rest go, once each, when a mailer comes back in the same group
+    back = run_mailer(stack, tmp_path, server.port, topic, name="mailer-back", group=svc.env["TN_GROUP_ID"])
+    assert set(wait_final(stack, [digest_id(t) for t in tids], svc=back, timeout=120).values()) == {"SENT"}
+    assert finish(back) == 0
+    assert server.message_ids() == {mid(t): 1 for t in tids}
+
+
+def test_two_instances_in_one_group_with_a_rebalance_mid_batch_send_once(stack: Any, tmp_path: Path,
+                                                                         smtp: Any) -> None:
+    tids = [f"tpair-{uuid.uuid4().hex[:8]}" for _ in range(600)]
+
+    async def script(server: Any, envelope: Any) -> None:
+        await asyncio.sleep(0.03)  # slow enough that the second instance joins with half still to go
+
+    server = smtp(script)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(t) for t in tids])
+    group = f"it-pair-{uuid.uuid4().hex[:8]}"
+    a = run_mailer(stack, tmp_path, server.port, topic, name="mailer-a", group=group, TN_BATCH_SIZE="50")
+    server.inbox.wait_for(lambda m: True, n=150, timeout=120)
+    b = run_mailer(stack, tmp_path, server.port, topic, name="mailer-b", group=group, TN_BATCH_SIZE="50")
+    assert set(wait_final(stack, [digest_id(t) for t in tids], svc=a, timeout=180).values()) == {"SENT"}
+    time.sleep(2)
+    assert finish(a) == 0 and finish(b) == 0
+    assert server.message_ids() == {mid(t): 1 for t in tids}
+    assert '"status": "SENT"' in b.log() and '"status": "SENT"' in a.log()  # partitions moved mid-batch
+    assert len(server.inbox.messages) == 600
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_during_1000_records_sends_each_once(stack: Any, tmp_path: Path, smtp: Any) -> None:
+    tids = [f"tkill-{uuid.uuid4().hex[:8]}" for _ in range(1000)]
+    ids = [digest_id(t) for t in tids]
+    server = smtp()
+    topic = new_topic(stack)
+    produce(stack, topic, [record(t) for t in tids])
+    group, rng = f"it-kill-{uuid.uuid4().hex[:8]}", random.Random(4242)
+    svc = run_mailer(stack, tmp_path, server.port, topic, group=group, TN_BATCH_SIZE="100")
+    kills = 0
+    while kills < 6:
+        time.sleep(rng.uniform(1.0, 4.0))
+        if set(statuses(stack, ids).values()) <= FINAL and len(statuses(stack, ids)) == len(ids):
+            break
+        svc.kill()
+        kills += 1
+        svc = run_mailer(stack, tmp_path, server.port, topic, group=group, TN_BATCH_SIZE="100")
+    final = wait_final(stack, ids, svc=svc, timeout=300)
+    assert finish(svc) == 0
+    seen = server.message_ids()
+    uncertain = {mid(t) for t in tids if final[digest_id(t)] == "UNCERTAIN"}
+    assert set(final.values()) <= {"SENT", "UNCERTAIN"}
+    assert {m: n for m, n in seen.items() if m not in uncertain} == {mid(t): 1 for t in tids if mid(t) not in uncertain}
+    assert all(seen.get(m, 0) <= 1 for m in uncertain)
+    assert len(uncertain) <= kills * 16, f"{len(uncertain)} uncertain after {kills} kills"
+    print(f"\nkills={kills} uncertain={len(uncertain)} sent={len(seen)}")
+
+
+# ---------------------------------------------------------------------------------------------- one mixed run
+PII = {"surname": "Quillfeather-Zebedee", "forenames": "Marigold", "address_line": "Flat 9, 77 Pennywhistle Lane"}
+
+
+@dataclass
+class Mixed:
+    server: Smtp
+    svc: Service
+    tids: dict[str, str]
+    final: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def mixed(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
+    """One mailer run over records of every kind, with distinctive personal data in all of them."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    tids = {k: f"tmix-{k}-{uuid.uuid4().hex[:6]}" for k in
+            ("plain", "noaddr", "suppressed", "changed", "crlf_surname", "crlf_email", "retry", "reject")}
+    retried: Counter[str] = Counter()
+
+    async def script(server: Any, envelope: Any) -> str | None:
+        rcpt = envelope.rcpt_tos[0]
+        if tids["reject"] in rcpt:
+            return "550 5.1.1 <" + rcpt + "> Marigold Quillfeather-Zebedee unknown"
+        if tids["retry"] in rcpt:
+            retried[rcpt] += 1
+            return "451 4.3.0 Marigold Quillfeather-Zebedee: try later" if retried[rcpt] == 1 else None
+        return None
+
+    server = Smtp(script).start()
+    records = [
+        record(tids["plain"], **PII),
+        record(tids["noaddr"], recipient=False),
+        record(tids["suppressed"], suppressed="placeholder person", **PII),
+        record(tids["changed"], email=f"new.{tids['changed']}@example.nhs.uk",
+               previous_email=f"old.{tids['changed']}@example.ac.uk", **PII),
+        record(tids["crlf_surname"], surname="Okafor\r\nBcc: victim@example.org", forenames="Marigold"),
+        record(tids["crlf_email"], email=f"dr.{tids['crlf_email']}@example.nhs.uk\r\nBcc: victim@example.org",
+               **PII),
+        record(tids["retry"], **PII),
+        record(tids["reject"], **PII),
+    ]
+    topic = new_topic(stack)
+    produce(stack, topic, records)
+    svc = run_mailer(stack, tmp, server.port, topic, name="mailer-mixed")
+    ids = [digest_id(t) for t in tids.values()] + [f"{tids['changed']}:{DAY}:previous-address"]
+    final = wait_final(stack, ids, svc=svc)
+    time.sleep(0.5)
+    assert finish(svc) == 0
+    yield Mixed(server, svc, tids, final)
+    server.stop()
+
+
+def test_a_record_with_no_recipient_is_no_address(mixed: Mixed) -> None:
+    assert mixed.final[digest_id(mixed.tids["noaddr"])] == "NO_ADDRESS"
+    assert not mixed.server.data_seen[address_of(mixed.tids["noaddr"])]
+
+
+def test_a_suppressed_record_is_suppressed_and_sends_nothing(mixed: Mixed) -> None:
+    assert mixed.final[digest_id(mixed.tids["suppressed"])] == "SUPPRESSED"
+    assert not mixed.server.inbox.matching(to(address_of(mixed.tids["suppressed"])))
+
+
+def test_an_email_change_sends_the_digest_to_the_new_address_and_a_notice_to_the_old(mixed: Mixed) -> None:
+    tid = mixed.tids["changed"]
+    [digest] = mixed.server.inbox.matching(to(f"new.{tid}@example.nhs.uk"))
+    [notice] = mixed.server.inbox.matching(to(f"old.{tid}@example.ac.uk"))
+    assert digest["Message-ID"] == mid(tid) and notice["Message-ID"] == mid(tid, "previous-address")
+    assert subject(notice).startswith("The email address on your training record was changed")
+    assert f"new.{tid}@example.nhs.uk" not in text_of(notice)  # the new address is shown masked only
+    assert mixed.final[f"{tid}:{DAY}:previous-address"] == "SENT"
+
+
+def test_header_injection_is_refused_with_a_clear_reason_and_nothing_sent(stack: Any, mixed: Mixed,
+                                                                           ledger: Any) -> None:
+    for key in ("crlf_surname", "crlf_email"):
+        tid = mixed.tids[key]
+        row = ledger(digest_id(tid))
+        assert row["status"] == "FAILED" and row["reason"] == "control characters in a header value"
+        assert row["attempts"] == 0 and row["message_id"] is None
+        assert not mixed.server.data_seen[address_of(tid)]
+    assert not any("victim" in str(m) for m in mixed.server.inbox.messages)
+
+
+def test_the_other_records_of_the_mixed_run_have_their_outcomes(mixed: Mixed) -> None:
+    final = mixed.final
+    assert final[digest_id(mixed.tids["plain"])] == "SENT"
+    assert final[digest_id(mixed.tids["retry"])] == "SENT"
+    assert final[digest_id(mixed.tids["reject"])] == "FAILED"
+    assert len(mixed.server.inbox.messages) == 4  # plain, retry, digest + notice of the email change
+
+
+def test_the_logs_of_a_full_run_hold_no_address_name_or_address_line(mixed: Mixed) -> None:
+    text = mixed.svc.log()
+    assert '"event": "mail.status"' in text and '"status": "FAILED"' in text and '"status": "RETRYING"' in text
+    assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.-]+", text), "an email address in the logs"
+    for needle in ("Marigold", "Quillfeather", "Zebedee", "Pennywhistle", "Flat 9", "Hills Road", "Cherry Hinton",
+                   "Okafor", "victim", "example.ac.uk", "example.nhs.uk", "Royal Papworth"):
+        assert needle not in text, f"{needle!r} in the mailer's log"
