@@ -80,8 +80,8 @@ def declared_topics(settings: KafkaSettings) -> list[TopicSpec]:
                   "every SMTP attempt and its outcome", rf),
         TopicSpec(settings.mail_dlq_topic, n, "delete", 90 * DAY_MS,
                   "net-change records whose mail finally failed", rf),
-        TopicSpec(settings.ledger_topic, n, "compact", INFINITE,
-                  "the mailer's durable ledger: latest outcome per notification id", rf),
+        TopicSpec(settings.heartbeat_topic(), 1, "delete", DAY_MS,
+                  "Debezium heartbeats: the connector's progress, which holds the aggregator's watermark", rf),
     ]
     return cdc + own
 

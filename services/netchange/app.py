@@ -25,7 +25,6 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from services import logs, serde
@@ -76,7 +75,8 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         stream_wait_empty=False,
     )
     cdc = app.topic(*settings.cdc_topics(), key_type=bytes, value_type=bytes)
-    heartbeat = app.topic(f"__debezium-heartbeat.{settings.cdc_topic_prefix}", key_type=bytes, value_type=bytes)
+    heartbeat_name = settings.heartbeat_topic()
+    heartbeat = app.topic(heartbeat_name, key_type=bytes, value_type=bytes)
     resolved_topic = app.topic(f"{settings.app_id}-resolved", key_type=bytes, value_type=bytes, internal=True,
                                partitions=settings.topic_partitions)
     netchange = app.topic(settings.netchange_topic, key_type=bytes, value_type=bytes)
@@ -146,8 +146,8 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
 
     @app.timer(interval=settings.tick_seconds)
     async def send_ticks() -> None:
-        if TP(heartbeat.get_topic_name(), 0) not in app.consumer.assignment():
-            return  # another worker holds the connector's heartbeats and sends the ticks
+        if not any(tp.topic == heartbeat_name for tp in app.consumer.assignment()):
+            return  # the workers holding the connector's heartbeats send the ticks
         seen = max(progress.values()) if progress else None
         mark = watermark(clock.now_ms(), seen, int(settings.max_hold_seconds * 1000))
         WM_LAG.set(mark.held_ms / 1000)
@@ -165,7 +165,12 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         return found
 
     async def close_days(partition: int, wm: int) -> None:
-        marks[b"p%d" % partition] = str(wm).encode()
+        mark_key = b"p%d" % partition
+        prior = marks.get(mark_key)
+        if prior is not None and int(prior) >= wm:
+            wm = int(prior)  # watermarks never go back (several workers may send ticks)
+        else:
+            marks[mark_key] = str(wm).encode()
         open_days = index.get(partition)
         if open_days is None:
             open_days = index[partition] = build_index(partition)

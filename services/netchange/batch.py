@@ -30,10 +30,11 @@ class Aggregation:
         self.baselines = 0
 
     def apply(self, change: Change) -> None:
-        if change.op in ("t", "m") or change.entity_id is None:
-            self.truncates += change.op == "t"
+        op = change.op
+        if op == "t" or op == "m" or change.entity_id is None:
+            self.truncates += op == "t"
             return
-        key = change.key
+        key = (change.table, change.entity_id)
         known, resolved, _ = core.resolve(self.known.get(key), change)
         if known is not None:
             self.known[key] = known
@@ -41,14 +42,18 @@ class Aggregation:
             return
         self.baselines += resolved.baseline
         day = self.calendar.day_of(resolved.ts_ms)
-        self.day_by_label[day.label] = day
+        label = day.label
+        self.day_by_label[label] = day
+        people, days = self.people, self.days
+        personal = resolved.table == "personal_details"
         for trainee in resolved.owners():
-            hist = core.person_apply(self.people.get(trainee, ()), day, resolved)
-            if hist is not None:
-                self.people[trainee] = hist
-            folded = core.fold(self.days.get((trainee, day.label)), resolved)
+            if personal:
+                hist = core.person_apply(people.get(trainee, ()), day, resolved)
+                if hist is not None:
+                    people[trainee] = hist
+            folded = core.fold(days.get((trainee, label)), resolved)
             if folded is not None:
-                self.days[(trainee, day.label)] = folded
+                days[(trainee, label)] = folded
 
     def close_all(self) -> Iterator[dict[str, Any]]:
         """Every (trainee, day) with a net change, ordered by (day, trainee_id)."""

@@ -40,7 +40,9 @@ REASON_DUMMY = "dummy record person"
 REASON_NOTHING = "no notifiable change"
 
 
-@dataclass(frozen=True, slots=True)
+# The value classes are plain slotted dataclasses: treat them as immutable (nothing mutates them);
+# they are not ``frozen`` because a frozen dataclass's ``__init__`` costs about 5x more per object.
+@dataclass(slots=True)
 class Resolved:
     table: str
     entity_id: str
@@ -54,7 +56,13 @@ class Resolved:
         """Trainees whose day this change touches (old and new owner for a move)."""
         found: list[str] = []
         for state in (self.before, self.after):
-            who = owner(self.table, state)
+            if state is None:
+                continue
+            who = state.get("trainee_id")
+            if type(who) is not str:  # noqa: E721 - the common case first; owner() has the rules
+                who = owner(self.table, state)
+            elif who == UNAVAILABLE:
+                who = None
             if who is not None and who not in found:
                 found.append(who)
         return found
@@ -70,7 +78,7 @@ class Resolved:
         return cls(d["t"], d["i"], d["ts"], (p[0], p[1]) if p else None, d["b"], d["a"], d["base"])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Known:
     """What the core knows of an entity: its last state (None = known absent) and position."""
 
@@ -114,36 +122,46 @@ def resolve(known: Known | None, change: Change) -> tuple[Known | None, Resolved
     truncate, a delete of an unknown entity, or a replay too old to re-derive). ``replay`` is True when
     the position was already applied; the resolved change is then re-derived exactly as first time.
     """
-    if change.op in ("t", "m") or change.entity_id is None:
+    op = change.op
+    if op == "t" or op == "m" or change.entity_id is None:
         return known, None, False
     pos = change.position
-    if known is not None and pos is not None and known.position is not None and pos <= known.position:
-        for prior in known.recent:
-            if prior.position == pos:
-                return known, prior, True
-        return known, None, True
-    known_state = known.state if known is not None else None
+    if known is not None:
+        known_pos = known.position
+        if pos is not None and known_pos is not None and pos <= known_pos:
+            for prior in known.recent:
+                if prior.position == pos:
+                    return known, prior, True
+            return known, None, True
+        known_state = known.state
+    else:
+        known_pos = known_state = None
     after = change.after
     before = change.before
     reference = after if after is not None else known_state
-    if before is not None and _is_full(before, reference):
-        before = _fill(before, known_state)
+    if before and (before.keys() >= reference.keys() if reference is not None else len(before) > 1):  # full
+        if UNAVAILABLE in before.values():
+            before = _fill(before, known_state)
         original: State | None = before
         baseline = False
     elif known is not None:
         original, baseline = known_state, False
-    elif change.op == "c":
+    elif op == "c":
         original, baseline = None, False
     else:  # snapshot read, first-seen update or delete of an unknown entity
         original, baseline = None, True
-    if after is not None:
+    if after is not None and UNAVAILABLE in after.values():
         after = _fill(after, original if original is not None else known_state)
-    if change.op == "r":
+    if op == "r":
         baseline = True
     resolved = Resolved(change.table, change.entity_id, change.ts_ms, pos, original, after, baseline)
-    new_known = Known(after, pos if pos is not None else (known.position if known else None),
-                      ((known.recent if known else ()) + (resolved,))[-RECENT:])
-    if baseline and change.op == "d":
+    if known is None:
+        new_known = Known(after, pos, (resolved,))
+    else:
+        recent = known.recent
+        new_known = Known(after, pos if pos is not None else known_pos,
+                          (*recent, resolved) if len(recent) < RECENT else (*recent[1 - RECENT:], resolved))
+    if baseline and op == "d":
         return new_known, None, False  # a delete of an unknown entity changes nothing
     return new_known, resolved, False
 
@@ -151,7 +169,7 @@ def resolve(known: Known | None, change: Change) -> tuple[Known | None, Resolved
 # ---------------------------------------------------------------- per (trainee, day)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EntityFold:
     original: State | None
     current: State | None
@@ -167,15 +185,19 @@ def fold(day: DayFold | None, change: Resolved, *, late: bool = False) -> DayFol
     if change.baseline:
         return None
     key = (change.table, change.entity_id)
-    prior = day.get(key) if day else None
-    if prior is not None:
-        if change.position is not None and prior.position is not None and change.position <= prior.position:
-            return None  # replayed
-        entry = EntityFold(prior.original, change.after, change.position, prior.late or late)
+    if day:
+        prior = day.get(key)
+        out = dict(day)
     else:
-        entry = EntityFold(change.before, change.after, change.position, late)
-    out = dict(day) if day else {}
-    out[key] = entry
+        prior = None
+        out = {}
+    if prior is not None:
+        pos, prior_pos = change.position, prior.position
+        if pos is not None and prior_pos is not None and pos <= prior_pos:
+            return None  # replayed
+        out[key] = EntityFold(prior.original, change.after, pos, prior.late or late)
+    else:
+        out[key] = EntityFold(change.before, change.after, change.position, late)
     return out
 
 

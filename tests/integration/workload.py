@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from services import serde
 from services.netchange.cdc import PRIMARY_KEY
@@ -110,10 +110,7 @@ class AggregatorRun:
         self.settings = KafkaSettings(kafka_bootstrap=stack.bootstrap, cdc_topic_prefix=self.prefix,
                                       topic_partitions=partitions, netchange_topic=f"{self.prefix}.netchange",
                                       cdc_dlq_topic=f"{self.prefix}.cdc-dlq")
-        apply_topics(self.settings)
-        heartbeat = f"__debezium-heartbeat.{self.prefix}"
-        admin = AdminClient({"bootstrap.servers": stack.bootstrap})
-        admin.create_topics([NewTopic(heartbeat, 1, 1)])[heartbeat].result(30)
+        apply_topics(self.settings)  # with the heartbeat topic of this prefix
         self.clock = scratch / "clock"
         self.producer = Producer({"bootstrap.servers": stack.bootstrap, "linger.ms": 20})
         self.app_id = f"agg-{self.prefix}"

@@ -1,0 +1,21 @@
+"""The README documents every setting the services read, and its first screen has the two commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.settings import AggregatorSettings, MailerSettings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    names = {"TN_" + n.upper() for cls in (AggregatorSettings, MailerSettings) for n in cls.model_fields}
+    missing = sorted(n for n in names if f"`{n}`" not in README)
+    assert not missing, f"add to README (python scripts/settings_table.py): {missing}"
+
+
+def test_first_screen_has_exactly_the_two_setup_commands() -> None:
+    first = README.split("---", 1)[0]
+    commands = [line.split("#")[0].strip() for line in first.splitlines() if line.startswith("make ")]
+    assert commands == ["make demo", "make test"]
