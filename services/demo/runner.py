@@ -110,6 +110,9 @@ def start_service(name: str, scratch: Path, *, bootstrap: str, smtp_port: int, p
     if current is not None and pid_alive(current.pid):
         return current
     port = free_port()
+    # RocksDB is only a cache of the changelog topics: a fresh start rebuilds it from Kafka, and a
+    # stale one from an earlier stack (whose topics are gone) would stop Faust with a ConsistencyError
+    shutil.rmtree(scratch / "data" / name, ignore_errors=True)
     (scratch / "data" / name).mkdir(parents=True, exist_ok=True)
     log_file = scratch / "logs" / f"{name}.log"
     env = service_env(name, bootstrap=bootstrap, smtp_port=smtp_port, port=port, scratch=scratch, pg_dsn=pg_dsn)

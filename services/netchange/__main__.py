@@ -7,6 +7,28 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 
+def ensure_resolved_topic(settings: object) -> None:
+    """Create the re-keyed topic before Faust subscribes: a topic missing at subscription time is
+    ignored by Faust for the life of the worker ("Ignoring missing topic")."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from services.netchange.app import resolved_topic_name
+    from services.settings import AggregatorSettings
+
+    assert isinstance(settings, AggregatorSettings)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    name = resolved_topic_name(settings)
+    if name in admin.list_topics(timeout=30).topics:
+        return
+    futures = admin.create_topics([NewTopic(name, settings.topic_partitions, settings.replication_factor,
+                                            config={"retention.ms": str(7 * 86_400_000)})])
+    try:
+        futures[name].result(30)
+    except Exception as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
 @app.command("run")
 def run() -> None:
     """Run the Faust aggregator (settings from TN_* environment variables)."""
@@ -19,6 +41,8 @@ def run() -> None:
 
     logs.configure()
     settings = AggregatorSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_resolved_topic(settings)
     clock = FileClock(settings.watermark_file) if settings.watermark_file else WallClock()
     faust_app = build_app(settings, clock)
     worker = faust.Worker(faust_app, loglevel="INFO", quiet=True)

@@ -53,6 +53,10 @@ def _reason_label(reason: str) -> str:
     return reason.split(":")[0][:40]
 
 
+def resolved_topic_name(settings: AggregatorSettings) -> str:
+    return f"{settings.app_id}-resolved"
+
+
 def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust.App:
     clock = clock or WallClock()
     cal = Calendar(settings.timezone, settings.day_seconds)
@@ -77,7 +81,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     cdc = app.topic(*settings.cdc_topics(), key_type=bytes, value_type=bytes)
     heartbeat_name = settings.heartbeat_topic()
     heartbeat = app.topic(heartbeat_name, key_type=bytes, value_type=bytes)
-    resolved_topic = app.topic(f"{settings.app_id}-resolved", key_type=bytes, value_type=bytes, internal=True,
+    resolved_topic = app.topic(resolved_topic_name(settings), key_type=bytes, value_type=bytes, internal=True,
                                partitions=settings.topic_partitions)
     netchange = app.topic(settings.netchange_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.cdc_dlq_topic, key_type=bytes, value_type=bytes)
@@ -158,7 +162,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
 
     def build_index(partition: int) -> dict[str, set[str]]:
         found: dict[str, set[str]] = defaultdict(set)
-        for _, raw in days.items():
+        for raw in days.values():
             entry = orjson.loads(raw)
             if entry["p"] == partition:
                 found[entry["d"]].add(entry["t"])

@@ -7,8 +7,9 @@ No I/O. ``parse_envelope`` turns one envelope value into a :class:`Change` or ra
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 

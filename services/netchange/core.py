@@ -16,8 +16,9 @@ identically (:func:`resolve`) or skipped (:func:`fold`), so replays converge.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from services.netchange.cdc import (
     ENTITIES,
@@ -59,7 +60,7 @@ class Resolved:
             if state is None:
                 continue
             who = state.get("trainee_id")
-            if type(who) is not str:  # noqa: E721 - the common case first; owner() has the rules
+            if type(who) is not str:
                 who = owner(self.table, state)
             elif who == UNAVAILABLE:
                 who = None
@@ -308,7 +309,7 @@ def close(trainee_id: str, day: Day, entries: DayFold, person: State | None,
     }
 
 
-__all__ = ["ENTITIES", "Known", "Resolved", "EntityFold", "resolve", "fold", "close", "person_apply", "person_at"]
+__all__ = ["ENTITIES", "EntityFold", "Known", "Resolved", "close", "fold", "person_apply", "person_at", "resolve"]
 
 
 def fold_to_dict(day: DayFold) -> dict[str, Any]:

@@ -46,14 +46,14 @@ class Calendar:
         day = self._by_label.get(label)
         if day is None:
             if "T" in label:
-                start = int(_dt.datetime.fromisoformat(label.replace("Z", "+00:00")).timestamp() * 1000)
+                start = int(_dt.datetime.fromisoformat(label).timestamp() * 1000)
                 day = self._fixed(start)
             else:
                 day = self._calendar(_dt.date.fromisoformat(label))
         return day
 
     def _fixed(self, start: int) -> Day:
-        instant = _dt.datetime.fromtimestamp(start / 1000, tz=_dt.timezone.utc)
+        instant = _dt.datetime.fromtimestamp(start / 1000, tz=_dt.UTC)
         label = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
         day = self._by_label.get(label)
         if day is None:

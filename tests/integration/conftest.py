@@ -140,3 +140,11 @@ def consume_topic(stack: StackInfo) -> Callable[..., list[Record]]:
         return consume(stack.bootstrap, topic, n, timeout=timeout, predicate=predicate)
 
     return _consume
+
+
+@pytest.fixture
+def run(stack: StackInfo, tmp_path: Path) -> Any:
+    """An aggregator harness with topics of its own (tests/integration/workload.py)."""
+    from tests.integration.workload import AggregatorRun
+
+    return AggregatorRun(stack, tmp_path)

@@ -109,7 +109,7 @@ class _Handler:
         self.inbox = inbox
         self.script = script
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.script is not None:
             reply = self.script(envelope)
             if reply is not None:

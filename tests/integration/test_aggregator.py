@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import urllib.request
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from services.netchange import core
 from services.netchange.batch import aggregate_lines
@@ -52,13 +51,13 @@ def assert_matches_batch(emitted: list[dict[str, Any]], expected: dict[str, dict
             assert copy == expected[rid], rid
 
 
+def http_json(service: Any, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.env['TN_WEB_PORT']}{path}", timeout=5) as resp:
+        return orjson.loads(resp.read())
+
+
 def london_date(ts_ms: int) -> str:
     return dt.datetime.fromtimestamp(ts_ms / 1000, LONDON).date().isoformat()
-
-
-@pytest.fixture
-def run(stack: Any, tmp_path: Path) -> AggregatorRun:
-    return AggregatorRun(stack, tmp_path)
 
 
 def test_stream_equals_batch_over_real_london_days_across_both_dst_changes(run: AggregatorRun) -> None:
@@ -101,6 +100,7 @@ def test_the_clock_closes_days_the_maximum_hold_forces_them_and_late_events_are_
     agg = run.service(TN_MAX_HOLD_SECONDS="600").start()
     try:
         wait_metric(agg, "netchange_events_folded_total", 3)
+        assert http_json(agg, "/healthz") == {"status": "ok"} and http_json(agg, "/readyz") == {"ready": True}
         # 1. the clock passes midnight + grace: the day closes with no further events
         run.set_clock(end + GRACE_MS + 5_000)
         [first] = run.netchange(1, timeout=60)

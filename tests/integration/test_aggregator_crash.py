@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from typing import Any
 
 import pytest
 
-from tests.integration.test_aggregator import GRACE_MS, assert_matches_batch, batch, run  # noqa: F401 - fixture
+from tests.integration.test_aggregator import GRACE_MS, assert_matches_batch, batch
 from tests.integration.workload import AggregatorRun, london_ms, wait_caught_up, workload
 
 pytestmark = pytest.mark.slow
@@ -67,7 +66,3 @@ def test_two_workers_share_the_partitions_and_the_survivor_takes_over(run: Aggre
     assert "Assigned" in second.log() or "assigned" in second.log()
     assert_matches_batch(emitted, expected)
     assert len(emitted) == len(expected)  # once per id
-
-
-def _unused(_: Any) -> None:  # keeps the fixture import visible to linters
-    return None
