@@ -279,7 +279,7 @@ class _TraineeState:
         if not raw:
             return cls((), {})
         d = orjson.loads(raw)
-        return cls(tuple((s, (p[0], p[1]) if p else None, st) for s, p, st in d["h"]), d["s"])
+        return cls(tuple((s, tuple(p) if p else None, st) for s, p, st in d["h"]), d["s"])
 
     def dump(self) -> bytes:
         return orjson.dumps({"h": [[s, list(p) if p else None, st] for s, p, st in self.history], "s": self.seen})

@@ -48,7 +48,7 @@ DATE_FIELDS = frozenset({"start_date", "end_date", "review_date"})
 OPS = frozenset({"c", "u", "d", "r", "t", "m"})
 _EPOCH = _dt.date(1970, 1, 1)
 
-Position = tuple[int, int]
+Position = tuple[int, ...]  # (phase: 0 snapshot, 1 streaming; last commit LSN; LSN)
 State = Mapping[str, Any]
 
 
@@ -86,14 +86,19 @@ def loads(value: bytes | str) -> Any:
 
 
 def _position(source: Mapping[str, Any]) -> Position | None:
+    """Where an event stands in the connector's log, comparable as a tuple.
+
+    ``source.sequence`` is ``["<last commit LSN>", "<LSN>"]``; either may be null (snapshot reads, and
+    the first transaction streamed after a snapshot). ``source.lsn`` alone is not monotonic: every row
+    of a snapshot shares one LSN, and a transaction open across the snapshot streams changes whose
+    LSN is lower than the snapshot's. So snapshot reads rank first (phase 0), streamed changes after
+    (phase 1), then by commit LSN and LSN.
+    """
+    phase = 0 if str(source.get("snapshot", "false")).lower() not in ("false", "none", "") else 1
     seq = source.get("sequence")
     if seq is None:
         lsn = source.get("lsn")
-        return (0, lsn) if isinstance(lsn, int) and not isinstance(lsn, bool) else None
-    if type(seq) is str and seq[:2] == '["' and seq[-2:] == '"]':  # fast path: ["<lsn>","<lsn>"]
-        first, sep, second = seq[2:-2].partition('","')
-        if sep and first.isdigit() and second.isdigit() and first.isascii() and second.isascii():
-            return (int(first), int(second))
+        return (phase, 0, lsn) if isinstance(lsn, int) and not isinstance(lsn, bool) else None
     if isinstance(seq, str):
         try:
             seq = orjson.loads(seq)
@@ -102,7 +107,7 @@ def _position(source: Mapping[str, Any]) -> Position | None:
     if not isinstance(seq, list) or len(seq) != 2:
         raise MalformedEnvelope("source.sequence is not a pair of LSNs")
     try:
-        return (int(seq[0]) if seq[0] is not None else 0, int(seq[1]) if seq[1] is not None else 0)
+        return (phase, int(seq[0]) if seq[0] is not None else 0, int(seq[1]) if seq[1] is not None else 0)
     except (TypeError, ValueError):
         raise MalformedEnvelope("source.sequence holds a value that is not an LSN") from None
 

@@ -76,7 +76,7 @@ class Resolved:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Resolved:
         p = d["p"]
-        return cls(d["t"], d["i"], d["ts"], (p[0], p[1]) if p else None, d["b"], d["a"], d["base"])
+        return cls(d["t"], d["i"], d["ts"], tuple(p) if p else None, d["b"], d["a"], d["base"])
 
 
 @dataclass(slots=True)
@@ -94,7 +94,7 @@ class Known:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Known:
         p = d["p"]
-        return cls(d["s"], (p[0], p[1]) if p else None, tuple(Resolved.from_dict(r) for r in d["r"]))
+        return cls(d["s"], tuple(p) if p else None, tuple(Resolved.from_dict(r) for r in d["r"]))
 
 
 def _is_full(before: State | None, reference: State | None) -> bool:
@@ -322,5 +322,5 @@ def fold_from_dict(d: Mapping[str, Any]) -> DayFold:
     out: dict[tuple[str, str], EntityFold] = {}
     for key, (orig, cur, pos, late) in d.items():
         table, _, entity_id = key.partition("|")
-        out[(table, entity_id)] = EntityFold(orig, cur, (pos[0], pos[1]) if pos else None, late)
+        out[(table, entity_id)] = EntityFold(orig, cur, tuple(pos) if pos else None, late)
     return out

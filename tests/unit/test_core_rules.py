@@ -191,3 +191,14 @@ def test_batch_reports_bad_lines_with_numbers_and_carries_on() -> None:
     records, stats = aggregate_lines([good[0], b"{oops", b"", b"null", good[1], good[2]], Calendar(), err)
     assert len(records) == 1 and stats["skipped"] == 1 and stats["tombstones"] == 1
     assert err.getvalue().startswith("line 2: skipped: not JSON")
+
+
+def test_a_transaction_open_across_the_snapshot_is_not_skipped_as_a_replay() -> None:
+    snap = envelope("placement", "r", None, placement(), NOON - DAY, snapshot="true")
+    snap["source"]["sequence"] = '[null,"5000"]'
+    # streamed after the snapshot, but its LSN is lower: the first streamed transaction has no commit LSN
+    update = envelope("placement", "u", placement(), placement(grade="ST4"))
+    update["source"]["sequence"] = '[null,"4000"]'
+    [rec] = run(snap, update)
+    assert rec["changes"][0]["fields"] == {"grade": {"old": "ST3", "new": "ST4"}}
+    assert run(snap, update, update) == [rec]  # and its replay is still recognised
