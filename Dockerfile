@@ -16,6 +16,7 @@ RUN pip install /wheels/*.whl && rm -rf /wheels \
  && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
  && mkdir -p /app /data/aggregator && chown -R app:app /app /data
 WORKDIR /app
+COPY --chown=10001:10001 schemas /app/schemas
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 6066 9108

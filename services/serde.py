@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,11 @@ MAGIC = b"\xc3\x01"
 
 
 def schema_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent / "schemas"
-    if here.is_dir():
-        return here
-    return Path(str(resources.files("services") / "schemas"))  # installed layout
+    """``schemas/`` beside the package (a checkout) or in the working directory (the image's /app)."""
+    for candidate in (Path(__file__).resolve().parent.parent / "schemas", Path.cwd() / "schemas"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("no schemas/ directory beside the package or in the working directory")
 
 
 class SchemaMismatch(ValueError):
