@@ -82,7 +82,7 @@ class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
     ledger_lease_seconds: float = Field(120.0, gt=0, description="how long a claim stays live without news")
     allow_test_domains: bool = Field(False, description="accept *.test recipient domains (local stack only)")
     batch_size: int = Field(200, ge=1, description="records fetched per poll")
-    render_workers: int = Field(1, ge=0, description="processes that compose and render emails; 0 = on the event loop")
+    render_workers: int = Field(0, ge=0, description="processes that compose and render emails; 0 = on the event loop")
     ledger_pool_size: int = Field(4, ge=1, description="PostgreSQL connections of the ledger")
     session_timeout_ms: int = Field(10000, ge=6000, description="Kafka consumer session timeout")
     fault_linger_seconds: float = Field(15.0, ge=0, description="after a fatal fault (530/535), keep /metrics up "

@@ -40,6 +40,7 @@ async def main_async() -> int:
     from services.notifier.compose import Contacts
     from services.notifier.consumer import Mailer, RelayRefused, consume
     from services.notifier.ledger import Ledger
+    from services.notifier.render import Context, Renderer
     from services.notifier.smtp import SmtpPool
     from services.settings import MailerSettings
 
@@ -55,7 +56,9 @@ async def main_async() -> int:
     await producer.start()
     pool = SmtpPool(settings)
     contacts = Contacts.from_json(settings.contacts_file) if settings.contacts_file else Contacts.default()
-    mailer = Mailer(settings, ledger, pool, producer, contacts)
+    renderer = Renderer(Context(contacts, settings.mail_from, settings.allow_test_domains), settings.render_workers)
+    await renderer.start()
+    mailer = Mailer(settings, ledger, pool, producer, contacts, renderer=renderer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, mailer.stop.set)  # drain: finish what is in flight, commit, exit
@@ -74,6 +77,7 @@ async def main_async() -> int:
         await producer.stop()
         await pool.close()
         await ledger.close()
+        renderer.close()
         await runner.cleanup()
         log.info("mailer.stopped", code=code)
     return code

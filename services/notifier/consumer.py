@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from services.notifier.plan import (
     send_after,
     unsent_reason,
 )
+from services.notifier.render import Context, Rendered, Renderer
 from services.notifier.smtp import Attempt, Outcome, SmtpPool
 from services.settings import MailerSettings
 
@@ -76,6 +78,10 @@ class Abandoned(Exception):
     """A notification given up without an outcome (the mailer is draining): its offset is not committed."""
 
 
+class LeaseLost(Abandoned):
+    """The claim's lease ran out before DATA and another instance took the notification over."""
+
+
 @dataclass
 class Mailer:
     settings: MailerSettings
@@ -85,9 +91,14 @@ class Mailer:
     contacts: compose.Contacts
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: drain (no new records, no more retries)
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set: the relay refused us, send nothing more
+    renderer: Renderer | None = None  # None: compose and render on the event loop
     _inflight: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    @property
+    def __post_init__(self) -> None:
+        if self.renderer is None:
+            self.renderer = Renderer(Context(self.contacts, self.settings.mail_from, self.settings.allow_test_domains), 0)
+
+    @functools.cached_property
     def sender(self) -> str:
         return parseaddr(self.settings.mail_from)[1]
 
@@ -170,6 +181,8 @@ class Mailer:
         claim = await self.ledger.claim(n)
         waited = 0.0
         while claim.decision is Decision.BUSY and waited < self.settings.ledger_lease_seconds * 2:
+            if self.stop.is_set() or self.halt.is_set():
+                raise Abandoned(n.notification_id)  # the other instance will record the outcome
             await asyncio.sleep(0.5)
             waited += 0.5
             claim = await self.ledger.claim(n)
@@ -189,9 +202,8 @@ class Mailer:
         mid = message_id(n.notification_id, claim.generation, self.settings.message_id_domain)
         # a copy names when the original went; a resend of one never sent is simply a first send
         copy_of = claim.first_sent_at if claim.is_copy else None
-        make = compose.compose_digest if n.kind is Kind.DIGEST else compose.compose_previous_address_notice
-        composed = make(record, contacts=self.contacts, message_id=mid, mail_from=self.settings.mail_from,
-                        copy_of=copy_of, allow_test_domains=self.settings.allow_test_domains)
+        assert self.renderer is not None
+        composed = await self.renderer(n.kind, record, mid, copy_of)
         if isinstance(composed, compose.Refusal):
             status = {compose.NOTHING_TO_SEND: Status.SUPPRESSED, compose.NO_ADDRESS: Status.NO_ADDRESS}.get(
                 composed.reason, Status.FAILED)
@@ -199,8 +211,7 @@ class Mailer:
             return
         await self.send(n, composed, claim.generation, raw)
 
-    async def send(self, n: Notification, composed: compose.ComposedEmail, generation: int, raw: bytes) -> None:
-        message = compose.to_mime(composed)
+    async def send(self, n: Notification, composed: Rendered, generation: int, raw: bytes) -> None:
         started = time.monotonic()
         attempt = 0
         while True:
@@ -210,10 +221,12 @@ class Mailer:
             attempt += 1
 
             async def in_flight() -> None:
-                await self.ledger.mark(n.notification_id, Status.SENDING, message_id=composed.message_id, attempt=True)
+                if not await self.ledger.mark_sending(n.notification_id, composed.message_id):
+                    log.warning("mail.lease_lost", notification_id=n.notification_id)
+                    raise LeaseLost(n.notification_id)  # another instance owns it now: no DATA from us
 
             t0 = time.monotonic()
-            result = await self.pool.send(message, self.sender, composed.to, before_data=in_flight)
+            result = await self.pool.send(composed.data, self.sender, composed.to, before_data=in_flight)
             LATENCY.observe(time.monotonic() - t0)
             common: dict[str, Any] = {"attempt": result, "attempt_no": attempt, "generation": generation,
                                       "message_id": composed.message_id}

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.notifier.plan import FINAL, Notification, Status
@@ -134,6 +135,7 @@ class Ledger:
         self.owner = owner
         self.lease = lease_seconds
         self._pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
+                                         connection_class=AsyncConnection[DictRow],
                                          kwargs={"autocommit": True, "row_factory": dict_row})
 
     async def open(self) -> None:
@@ -153,8 +155,7 @@ class Ledger:
     async def _fetchone(self, query: str, params: Any) -> dict[str, Any] | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query, params)
-            row: dict[str, Any] | None = await cur.fetchone()
-            return row
+            return await cur.fetchone()
 
     async def claim(self, n: Notification) -> Claim:
         row = await self._fetchone(
@@ -168,6 +169,16 @@ class Ledger:
         await self._execute(_MARK, {
             "status": status.value, "message_id": message_id, "smtp_code": smtp_code, "reason": reason,
             "attempt": 1 if attempt else 0, "final": status in FINAL, "lease": self.lease, "id": notification_id})
+
+    async def mark_sending(self, notification_id: str, message_id: str) -> bool:
+        """Just before DATA: True when this instance still holds the claim (and has now marked it
+        SENDING); False when its lease ran out and another instance took the notification over."""
+        row = await self._fetchone(
+            "UPDATE notify.ledger SET status = 'SENDING', message_id = %s, attempts = attempts + 1,"
+            " updated_at = now(), lease_until = now() + make_interval(secs => %s)"
+            " WHERE notification_id = %s AND owner = %s AND status IN ('PENDING', 'RETRYING') RETURNING 1 AS held",
+            (message_id, self.lease, notification_id, self.owner))
+        return row is not None
 
     async def record_final(self, n: Notification, status: Status, reason: str) -> bool:
         """An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: True when this

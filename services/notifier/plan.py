@@ -73,7 +73,7 @@ def unsent_reason(record: dict[str, Any]) -> Status | None:
 def send_after(day: str, send_at: str, zone: str) -> dt.datetime:
     """Digests of a calendar day go from ``send_at`` local time on the next day; short days at once."""
     if "T" in day:
-        return dt.datetime.fromisoformat(day.replace("Z", "+00:00"))
+        return dt.datetime.fromisoformat(day)
     tz = ZoneInfo(zone)
     hour, minute = (int(x) for x in send_at.split(":"))
     next_day = dt.date.fromisoformat(day) + dt.timedelta(days=1)

@@ -83,7 +83,7 @@ class SmtpPool:
         await client.connect()
         return client
 
-    async def send(self, message: EmailMessage, sender: str, recipient: str,
+    async def send(self, message: EmailMessage | bytes, sender: str, recipient: str,
                    before_data: Callable[[], Awaitable[None]] | None = None) -> Attempt:
         """One attempt. The message is handed over as MAIL, RCPT, DATA; after the server accepts
         DATA (354), a lost connection leaves the outcome unknown (RFC 1047)."""
@@ -101,7 +101,8 @@ class SmtpPool:
                 if start.code != SMTPStatus.start_input:
                     raise SMTPResponseException(start.code, start.message)
                 handed_over = True
-                reply = await _transfer(client, message.as_bytes())
+                data = message if isinstance(message, bytes) else message.as_bytes()
+                reply = await _transfer(client, data)
                 if reply.code != SMTPStatus.completed:
                     raise SMTPResponseException(reply.code, reply.message)
                 self._idle.put_nowait(client)
@@ -138,7 +139,7 @@ async def _transfer(client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPR
     if protocol is None:
         raise SMTPServerDisconnected("connection lost")
     body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
-    protocol._response_pending = True  # noqa: SLF001 - mirrors execute_data_command
+    protocol._response_pending = True
     protocol.write(body)
     return await protocol.read_response(timeout=client.timeout)
 

@@ -112,7 +112,7 @@ class Smtp:
     data_seen: Counter[str] = field(default_factory=Counter)  # recipient -> DATA commands completed
     controller: Controller | None = None
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         for rcpt in envelope.rcpt_tos:
             self.data_seen[rcpt] += 1
         if self.script is not None:
@@ -271,12 +271,13 @@ def test_5xx_fails_at_once_and_goes_to_the_dead_letter_topic(stack: Any, tmp_pat
     assert event["status"] == "FAILED" and event["smtp_code"] == 550
     [dead] = consume_topic(DLQ_TOPIC, 1, predicate=lambda r: r.key == digest_id(tid).encode())
     assert serde.decode(serde.NETCHANGE, dead.raw_value)["trainee_id"] == tid
-    headers = dict(_headers(stack, DLQ_TOPIC, digest_id(tid)))
+    headers = _headers(stack, DLQ_TOPIC, lambda m: m.key() == digest_id(tid).encode())
     assert b"mailbox unavailable" in headers["reason"]
     assert headers["notification_id"] == digest_id(tid).encode()
 
 
-def _headers(stack: Any, topic: str, key: str) -> list[tuple[str, bytes]]:
+def _headers(stack: Any, topic: str, match: Callable[[Any], bool]) -> dict[str, bytes]:
+    """The headers of the first message on ``topic`` that ``match``es (read from the beginning)."""
     c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"it-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
@@ -284,11 +285,12 @@ def _headers(stack: Any, topic: str, key: str) -> list[tuple[str, bytes]]:
     try:
         while time.monotonic() < deadline:
             msg = c.poll(0.5)
-            if msg is not None and not msg.error() and msg.key() == key.encode():
-                return list(msg.headers() or [])
+            if msg is not None and not msg.error() and match(msg):
+                pairs: Any = msg.headers() or []  # a list of (name, bytes) from a consumer
+                return dict(pairs)
     finally:
         c.close()
-    raise AssertionError(f"no {key} on {topic}")
+    raise AssertionError(f"no such message on {topic}")
 
 
 def test_connection_dropped_mid_data_is_uncertain_and_not_resent(stack: Any, tmp_path: Path, smtp: Any,
@@ -332,7 +334,7 @@ def _metric(svc: Service, name: str) -> float | None:
             text = resp.read().decode()
     except OSError:
         return None
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else None
 
 
@@ -375,7 +377,7 @@ def test_relay_down_for_a_while_then_back_loses_nothing(stack: Any, tmp_path: Pa
     produce(stack, topic, [record(t) for t in tids])
     svc = run_mailer(stack, tmp_path, server.port, topic)
     time.sleep(6)  # connection refused, retried with backoff
-    assert svc.alive and not statuses(stack, [digest_id(t) for t in tids]).get(digest_id(tids[0])) == "SENT"
+    assert svc.alive and "SENT" not in statuses(stack, [digest_id(t) for t in tids]).values()
     server.start()
     assert set(wait_final(stack, [digest_id(t) for t in tids], svc=svc).values()) == {"SENT"}
     assert finish(svc) == 0
@@ -474,7 +476,7 @@ def test_sigterm_mid_batch_drains_records_what_was_sent_and_exits_0(stack: Any, 
     sent = server.message_ids()
     assert 40 <= len(sent) < 300 and set(sent.values()) == {1}
     with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
-        rows = dict(conn.execute("SELECT message_id, status FROM notify.ledger WHERE notification_id = ANY(%s)"
+        rows: dict[str, str] = dict(conn.execute("SELECT message_id, status FROM notify.ledger WHERE notification_id = ANY(%s)"
                                  " AND message_id IS NOT NULL", ([digest_id(t) for t in tids],)).fetchall())
     assert {m: rows.get(m) for m in sent} == {m: "SENT" for m in sent}
     assert '"event": "mailer.stopped"' in svc.log()
@@ -536,7 +538,7 @@ def test_kill_9_at_random_points_during_1000_records_sends_each_once(stack: Any,
 
 
 # ---------------------------------------------------------------------------------------------- one mixed run
-PII = {"surname": "Quillfeather-Zebedee", "forenames": "Marigold", "address_line": "Flat 9, 77 Pennywhistle Lane"}
+PII: dict[str, Any] = {"surname": "Quillfeather-Zebedee", "forenames": "Marigold", "address_line": "Flat 9, 77 Pennywhistle Lane"}
 
 
 @dataclass
@@ -558,7 +560,7 @@ def mixed(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixe
     async def script(server: Any, envelope: Any) -> str | None:
         rcpt = envelope.rcpt_tos[0]
         if tids["reject"] in rcpt:
-            return "550 5.1.1 <" + rcpt + "> Marigold Quillfeather-Zebedee unknown"
+            return f"550 5.1.1 <{rcpt}> Marigold Quillfeather-Zebedee unknown"
         if tids["retry"] in rcpt:
             retried[rcpt] += 1
             return "451 4.3.0 Marigold Quillfeather-Zebedee: try later" if retried[rcpt] == 1 else None
@@ -579,6 +581,9 @@ def mixed(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixe
     ]
     topic = new_topic(stack)
     produce(stack, topic, records)
+    garbage = Producer({"bootstrap.servers": stack.bootstrap})
+    garbage.produce(topic, b"Marigold Quillfeather-Zebedee, Flat 9, 77 Pennywhistle Lane", key=tids["plain"].encode())
+    assert garbage.flush(10) == 0
     svc = run_mailer(stack, tmp, server.port, topic, name="mailer-mixed")
     ids = [digest_id(t) for t in tids.values()] + [f"{tids['changed']}:{DAY}:previous-address"]
     final = wait_final(stack, ids, svc=svc)
@@ -627,6 +632,12 @@ def test_the_other_records_of_the_mixed_run_have_their_outcomes(mixed: Mixed) ->
     assert len(mixed.server.inbox.messages) == 4  # plain, retry, digest + notice of the email change
 
 
+def test_an_unreadable_record_goes_to_the_dead_letter_topic_with_its_reason(stack: Any, mixed: Mixed) -> None:
+    found = _headers(stack, DLQ_TOPIC, lambda m: m.key() is None and (m.value() or b"").startswith(b"Marigold"))
+    assert found["reason"] == b"undecodable net-change record: not an Avro single-object value"
+    assert '"event": "mail.undecodable_record"' in mixed.svc.log()
+
+
 def test_the_logs_of_a_full_run_hold_no_address_name_or_address_line(mixed: Mixed) -> None:
     text = mixed.svc.log()
     assert '"event": "mail.status"' in text and '"status": "FAILED"' in text and '"status": "RETRYING"' in text
@@ -634,3 +645,51 @@ def test_the_logs_of_a_full_run_hold_no_address_name_or_address_line(mixed: Mixe
     for needle in ("Marigold", "Quillfeather", "Zebedee", "Pennywhistle", "Flat 9", "Hills Road", "Cherry Hinton",
                    "Okafor", "victim", "example.ac.uk", "example.nhs.uk", "Royal Papworth"):
         assert needle not in text, f"{needle!r} in the mailer's log"
+
+
+# ---------------------------------------------------------------------------------------------- the ledger itself
+async def test_ledger_claims_are_atomic_leased_and_fenced(stack: Any) -> None:
+    """Two owners on the real database: one sends, the other waits; a lapsed lease is taken over and
+    the old holder can no longer start DATA; a dead holder's SENDING becomes UNCERTAIN."""
+    from services.notifier.ledger import Decision, Ledger
+    from services.notifier.plan import Kind, Notification, Status
+
+    a, b = Ledger(stack.pg_dsn, "owner-a", 60), Ledger(stack.pg_dsn, "owner-b", 60)
+    await a.open()
+    await b.open()
+    try:
+        tid = f"tled-{uuid.uuid4().hex[:8]}"
+        n = Notification(digest_id(tid), Kind.DIGEST, f"{tid}:{DAY}", tid, DAY)
+        claims = await asyncio.gather(a.claim(n), b.claim(n))
+        assert sorted(c.decision for c in claims) == [Decision.BUSY, Decision.SEND]
+        holder, other = (a, b) if claims[0].decision is Decision.SEND else (b, a)
+        assert (await other.claim(n)).decision is Decision.BUSY
+        with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:  # the holder stalls past its lease
+            conn.execute("UPDATE notify.ledger SET lease_until = now() - interval '1 second'"
+                         " WHERE notification_id = %s", (n.notification_id,))
+        assert (await other.claim(n)).decision is Decision.SEND
+        assert not await holder.mark_sending(n.notification_id, "<x@y>")  # fenced: no DATA from the old holder
+        assert await other.mark_sending(n.notification_id, "<x@y>")
+        with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:  # ... and then dies mid-DATA
+            conn.execute("UPDATE notify.ledger SET lease_until = now() - interval '1 second'"
+                         " WHERE notification_id = %s", (n.notification_id,))
+        assert (await holder.claim(n)).decision is Decision.UNCERTAIN
+        assert (await other.claim(n)).decision is Decision.DONE
+
+        sent = Notification(digest_id(tid + "s"), Kind.DIGEST, f"{tid}s:{DAY}", tid + "s", DAY)
+        assert (await a.claim(sent)).decision is Decision.SEND
+        assert await a.mark_sending(sent.notification_id, "<s@y>")
+        await a.mark(sent.notification_id, Status.SENT, smtp_code=250)
+        done = await b.claim(sent)
+        assert done.decision is Decision.DONE and done.first_sent_at is not None
+        with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE notify.ledger SET resend_requested = true WHERE notification_id = %s",
+                         (sent.notification_id,))
+        copy = await b.claim(sent)
+        assert copy.decision is Decision.SEND and copy.generation == 1 and copy.first_sent_at == done.first_sent_at
+        await b.mark(sent.notification_id, Status.SENT, smtp_code=250)
+        row = await b.status(sent.notification_id)
+        assert row is not None and row["first_sent_at"] == done.first_sent_at and row["sent_at"] > done.first_sent_at
+    finally:
+        await a.close()
+        await b.close()

@@ -1,0 +1,134 @@
+"""The Avro schemas in schemas/: they parse, values round-trip, and each released schema kept in
+schemas/history/ can still be read by the current one (backward compatibility).
+
+History files are named ``<namespace>.<Name>.v<N>.avsc`` and pair with the current
+``<namespace>.<Name>.avsc``: data written with v<N> must resolve against the current schema
+(fastavro schema resolution: write with the old schema, read with the new one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from fastavro.schema import parse_schema
+from fastavro.utils import generate_many
+
+from services import serde
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "schemas"
+HISTORY = SCHEMAS / "history"
+GOLDEN = ROOT / "tests" / "unit" / "golden"
+VERSIONED = re.compile(r"^(?P<name>.+)\.v(?P<version>\d+)\.avsc$")
+
+CURRENT = sorted(SCHEMAS.glob("*.avsc"))
+RELEASED = sorted(HISTORY.glob("*.avsc"))
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def fullname(schema: dict[str, Any]) -> str:
+    return f"{schema['namespace']}.{schema['name']}" if "namespace" in schema else str(schema["name"])
+
+
+def current_for(history_file: Path) -> Path:
+    match = VERSIONED.match(history_file.name)
+    assert match, f"{history_file.name}: history files are named <fullname>.v<N>.avsc"
+    return SCHEMAS / f"{match['name']}.avsc"
+
+
+def examples(name: str) -> list[dict[str, Any]]:
+    if name == serde.NETCHANGE:
+        return [load(GOLDEN / "full_record.json"), load(GOLDEN / "minimal_record.json")]
+    if name == serde.DELIVERY_STATUS:
+        base = {"notification_id": "47165:2026-11-24:digest", "record_id": "47165:2026-11-24", "trainee_id": "47165",
+                "day": "2026-11-24", "kind": "digest", "status": "SENT", "attempt": 1, "generation": 0,
+                "message_id": "<abc@notify.example.nhs.uk>", "smtp_code": 250, "reason": None,
+                "instance": "mailer-1", "at_ms": 1795590000000}
+        return [base, {**base, "status": "NO_ADDRESS", "attempt": 0, "message_id": None, "smtp_code": None,
+                       "reason": "no address"}]
+    raise AssertionError(f"no example values for {name}: add some here")
+
+
+def normalise(value: Any) -> Any:
+    """timestamp-millis reads back as an aware datetime; compare as epoch milliseconds."""
+    if isinstance(value, dt.datetime):
+        return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    return value
+
+
+def test_there_are_schemas_and_released_versions() -> None:
+    assert {p.stem for p in CURRENT} == {serde.NETCHANGE, serde.DELIVERY_STATUS}
+    assert {current_for(p).stem for p in RELEASED} == {p.stem for p in CURRENT}, "each schema has a released version"
+
+
+@pytest.mark.parametrize("path", CURRENT + RELEASED, ids=lambda p: str(p.relative_to(SCHEMAS)))
+def test_every_schema_parses_and_is_named_after_its_file(path: Path) -> None:
+    schema = load(path)
+    parse_schema(schema)
+    stem = VERSIONED.match(path.name)["name"] if path.parent == HISTORY else path.stem  # type: ignore[index]
+    assert fullname(schema) == stem
+    assert schema.get("doc"), "a record schema says what it is"
+
+
+@pytest.mark.parametrize("path", CURRENT, ids=lambda p: p.stem)
+def test_values_round_trip_through_the_wire_encoding(path: Path) -> None:
+    for value in examples(path.stem):
+        assert normalise(serde.decode(path.stem, serde.encode(path.stem, value))) == normalise(value)
+
+
+@pytest.mark.parametrize("path", CURRENT, ids=lambda p: p.stem)
+def test_generated_values_round_trip(path: Path) -> None:
+    schema = parse_schema(load(path))
+    for value in generate_many(schema, 50):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema, value)
+        buf.seek(0)
+        assert normalise(fastavro.schemaless_reader(buf, schema, None)) == normalise(value)
+
+
+@pytest.mark.parametrize("old", RELEASED, ids=lambda p: p.name)
+def test_data_written_with_a_released_schema_is_readable_by_the_current_one(old: Path) -> None:
+    writer, reader = parse_schema(load(old)), parse_schema(load(current_for(old)))
+    reader_fields = {f["name"] for f in load(current_for(old))["fields"]}
+    values = list(generate_many(writer, 100))
+    try:
+        values += examples(current_for(old).stem)
+    except AssertionError:
+        pass
+    for value in values:
+        buf = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buf, writer, value)
+        except (ValueError, TypeError, KeyError):
+            continue  # an example of the current schema the old one cannot hold
+        buf.seek(0)
+        read = fastavro.schemaless_reader(buf, writer, reader)  # raises SchemaResolutionError if incompatible
+        assert isinstance(read, dict)
+        kept = {k: v for k, v in value.items() if k in reader_fields}
+        assert normalise({k: read[k] for k in kept}) == normalise(kept)
+
+
+def test_resolution_would_catch_an_incompatible_change() -> None:
+    """The check above can fail: a new required field without a default is not backward compatible."""
+    old = load(HISTORY / f"{serde.DELIVERY_STATUS}.v1.avsc")
+    new = {**old, "fields": [*old["fields"], {"name": "tenant", "type": "string"}]}
+    writer, reader = parse_schema(old), parse_schema(new)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, writer, examples(serde.DELIVERY_STATUS)[0])
+    buf.seek(0)
+    with pytest.raises(fastavro.read.SchemaResolutionError):
+        fastavro.schemaless_reader(buf, writer, reader)

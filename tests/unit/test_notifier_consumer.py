@@ -1,0 +1,72 @@
+"""The mailer consumer's pure parts (which offsets may be committed, which reasons may be logged) and
+rendering in a worker process (the same email as inline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from services.notifier import compose
+from services.notifier.consumer import DIED_IN_DATA, Inbound, committable, loggable_reason
+
+P0, P1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def item(tp: TopicPartition, offset: int, done: bool) -> Inbound:
+    return Inbound(tp, offset, b"", None, done)
+
+
+def test_only_the_contiguous_prefix_of_done_records_is_committed_per_partition() -> None:
+    items = [item(P0, 10, True), item(P0, 11, False), item(P0, 12, True),
+             item(P1, 5, True), item(P1, 6, True)]
+    assert committable(items) == {P0: 11, P1: 7}
+
+
+def test_a_partition_whose_first_record_is_not_done_commits_nothing() -> None:
+    assert committable([item(P0, 3, False), item(P0, 4, True), item(P1, 0, True)]) == {P1: 1}
+
+
+def test_order_of_the_batch_does_not_matter() -> None:
+    assert committable([item(P0, 2, True), item(P0, 1, True), item(P0, 0, True)]) == {P0: 3}
+
+
+def test_reasons_the_mailer_words_are_logged_relay_text_is_not() -> None:
+    for reason in (compose.HEADER_NOT_VALID, compose.NO_ADDRESS, "no address", "placeholder person",
+                   DIED_IN_DATA, "connection error: SMTPConnectError", None):
+        assert loggable_reason(reason) == reason
+    for reply in ("5.1.1 <address> Ada Okafor unknown", "gave up after 3 attempts: try later, Dr Okafor",
+                  "Flat 3, 40 Hills Road"):
+        assert loggable_reason(reply) == "<relay reply>"
+
+
+async def test_rendering_in_a_worker_process_gives_the_same_email_as_inline() -> None:
+    import email
+    import json
+    from pathlib import Path
+
+    from services.notifier.plan import Kind
+    from services.notifier.render import Context, Rendered, Renderer
+
+    record = json.loads((Path(__file__).parent / "golden" / "minimal_record.json").read_text())
+    ctx = Context(compose.Contacts.default(), "Notifications <no-reply@notify.example.nhs.uk>", False)
+    inline, worker = Renderer(ctx, 0), Renderer(ctx, 1)
+    await worker.start()
+    try:
+        a = await inline(Kind.DIGEST, record, "<m1@notify.example.nhs.uk>", None)
+        b = await worker(Kind.DIGEST, record, "<m1@notify.example.nhs.uk>", None)
+        refused = await worker(Kind.PREVIOUS_ADDRESS, record, "<m2@notify.example.nhs.uk>", None)
+    finally:
+        worker.close()
+    assert isinstance(a, Rendered) and isinstance(b, Rendered)
+    assert (a.to, a.message_id) == (b.to, b.message_id) == ("b.trainee@example.nhs.uk", "<m1@notify.example.nhs.uk>")
+    ma, mb = email.message_from_bytes(a.data), email.message_from_bytes(b.data)
+
+    def headers(m: email.message.Message) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in m.items() if k not in ("Date", "Content-Type")]  # boundaries are random
+
+    def parts(m: email.message.Message) -> list[Any]:
+        return [p.get_payload(decode=True) for p in m.walk() if not p.is_multipart()]
+
+    assert headers(ma) == headers(mb) and parts(ma) == parts(mb)
+    assert refused == compose.Refusal(compose.NO_ADDRESS)  # no previous email: nothing to send
