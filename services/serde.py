@@ -36,9 +36,25 @@ def schema(name: str) -> Any:
         return parse_schema(json.load(fh))
 
 
+def _fingerprint_of(parsed: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))[::-1]
+
+
 @cache
 def _fingerprint(name: str) -> bytes:
-    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema(name)), "CRC-64-AVRO"))[::-1]
+    return _fingerprint_of(schema(name))
+
+
+@cache
+def _writers(name: str) -> dict[bytes, Any]:
+    """Every schema a value of ``name`` may have been written with: the current one and the released
+    versions in schemas/history/ (``<name>.v<N>.avsc``), by fingerprint."""
+    found = {_fingerprint(name): schema(name)}
+    for path in sorted((schema_dir() / "history").glob(f"{name}.v*.avsc")):
+        with open(path, encoding="utf-8") as fh:
+            parsed = parse_schema(json.load(fh))
+        found.setdefault(_fingerprint_of(parsed), parsed)
+    return found
 
 
 def encode(name: str, value: dict[str, Any]) -> bytes:
@@ -50,11 +66,15 @@ def encode(name: str, value: dict[str, Any]) -> bytes:
 
 
 def decode(name: str, data: bytes) -> dict[str, Any]:
+    """Read a value written with the current schema or any released version of it, as the current one."""
     if data[:2] != MAGIC:
         raise SchemaMismatch("not an Avro single-object value")
-    if data[2:10] != _fingerprint(name):
-        raise SchemaMismatch(f"written with a schema other than {name}")
-    out: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema(name), None)
+    writer = _writers(name).get(data[2:10])
+    if writer is None:
+        raise SchemaMismatch(f"written with a schema that is neither {name} nor a released version of it")
+    reader = schema(name)
+    out: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer,
+                                                     None if writer is reader else reader)
     return out
 
 

@@ -132,3 +132,27 @@ def test_resolution_would_catch_an_incompatible_change() -> None:
     buf.seek(0)
     with pytest.raises(fastavro.read.SchemaResolutionError):
         fastavro.schemaless_reader(buf, writer, reader)
+
+
+def test_values_written_with_a_released_version_decode_as_the_current_schema(tmp_path: Path) -> None:
+    """A v1 value still on a topic after v2 ships is read, resolved to the current schema."""
+    import shutil
+
+    current = load(SCHEMAS / f"{serde.NETCHANGE}.avsc")
+    newer = {**current, "fields": [*current["fields"], {"name": "note", "type": ["null", "string"], "default": None}]}
+    (tmp_path / "history").mkdir()
+    shutil.copy(HISTORY / f"{serde.NETCHANGE}.v1.avsc", tmp_path / "history" / f"{serde.NETCHANGE}.v1.avsc")
+    (tmp_path / f"{serde.NETCHANGE}.avsc").write_text(json.dumps(newer))
+    record = {"id": "1:2026-11-24", "trainee_id": "1", "day": "2026-11-24", "late": False, "changes": [],
+              "recipient": None, "previous_email": None, "suppressed": None}
+    old_bytes = serde.encode(serde.NETCHANGE, record)  # written with today's schema (= v1)
+    original = serde.schema_dir
+    try:
+        serde.schema_dir = lambda: tmp_path  # type: ignore[assignment]
+        for fn in (serde.schema, serde._fingerprint, serde._writers):  # noqa: SLF001
+            fn.cache_clear()
+        assert serde.decode(serde.NETCHANGE, old_bytes) == {**record, "note": None}
+    finally:
+        serde.schema_dir = original  # type: ignore[assignment]
+        for fn in (serde.schema, serde._fingerprint, serde._writers):  # noqa: SLF001
+            fn.cache_clear()
