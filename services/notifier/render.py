@@ -47,7 +47,7 @@ def render(ctx: Context, kind: Kind, record: dict[str, Any], message_id: str,
                     copy_of=copy_of, allow_test_domains=ctx.allow_test_domains)
     if isinstance(composed, compose.Refusal):
         return composed
-    return Rendered(composed.to, composed.message_id, compose.to_mime(composed).as_bytes())
+    return Rendered(composed.to, composed.message_id, compose.to_bytes(composed))
 
 
 # ---------------------------------------------------------------------------------------------- workers

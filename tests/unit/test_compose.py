@@ -822,3 +822,21 @@ def test_input_record_is_not_mutated() -> None:
     digest(record)
     notice(record)
     assert record == before
+
+
+def test_to_bytes_is_the_same_message_as_to_mime() -> None:
+    """The fast writer and the email package agree on every header and decoded part."""
+    record = json.loads((GOLDEN / "full_record.json").read_text())
+    record["recipient"]["surname"] = "Ó Súilleabháin-Łukasiewicz"  # non-ASCII display name
+    composed = compose_module.compose_digest(record, contacts=compose_module.Contacts.default(), message_id="<x@example.nhs.uk>",
+                                      mail_from="Training record notifications <no-reply@example.nhs.uk>")
+    assert isinstance(composed, compose_module.ComposedEmail)
+    when = dt.datetime(2026, 11, 25, 7, 0, tzinfo=dt.UTC)
+    fast = email.message_from_bytes(compose_module.to_bytes(composed, date=when), policy=email.policy.default)
+    slow = email.message_from_bytes(compose_module.to_mime(composed, date=when).as_bytes(), policy=email.policy.default)
+    for name in ("From", "To", "Subject", "Message-ID", "Date", "Auto-Submitted", "X-Auto-Response-Suppress"):
+        assert str(fast[name]) == str(slow[name]), name
+    assert "Łukasiewicz" in str(fast["To"])
+    fast_parts = [(p.get_content_type(), p.get_content()) for p in fast.walk() if not p.is_multipart()]
+    slow_parts = [(p.get_content_type(), p.get_content()) for p in slow.walk() if not p.is_multipart()]
+    assert fast_parts == slow_parts and [t for t, _ in fast_parts] == ["text/plain", "text/html"]
