@@ -8,6 +8,7 @@ import sys
 import pytest
 
 PURE = ["services.netchange.core", "services.netchange.cdc", "services.netchange.days", "services.netchange.batch",
+        "services.notifier.safety", "services.notifier.contacts", "services.notifier.document", "services.notifier.mime",
         "services.netchange.watermark", "services.notifier.plan", "services.notifier.compose"]
 EDGE = ("faust", "mode", "aiokafka", "confluent_kafka", "aiosmtplib", "psycopg", "typer", "aiohttp")
 

@@ -1,0 +1,80 @@
+"""The wire form of a composed email: a ``multipart/alternative`` message, plain text then HTML.
+
+:func:`to_mime` builds it with the ``email`` package; :func:`to_bytes` writes the same message
+directly as bytes (CRLF line ends, RFC 2047 encoded headers, quoted-printable UTF-8 parts), which
+is what the mailer sends because the package's header registry and generator cost most of a send.
+Both add a ``Date`` header (injectable for determinism) and check every header value again for
+control characters before it is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.header
+import email.policy
+import email.utils
+import hashlib
+import quopri
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+from services.notifier.safety import check_header_value
+
+if TYPE_CHECKING:
+    from services.notifier.compose import ComposedEmail
+
+__all__ = ["to_bytes", "to_mime"]
+
+
+def to_mime(composed: ComposedEmail, *, date: dt.datetime | None = None) -> EmailMessage:
+    """The real message: ``multipart/alternative`` (plain text, then HTML), UTF-8, with every header
+    of ``composed.headers`` and a ``Date`` (``date``, else now; injectable for determinism)."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    for name, value in composed.headers.items():
+        message[name] = check_header_value(value)
+    when = date if date is not None else dt.datetime.now(dt.UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    message["Date"] = email.utils.format_datetime(when)
+    message.set_content(composed.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(composed.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return message
+
+
+_ADDRESS_HEADERS = frozenset({"From", "To", "Reply-To", "Cc"})
+
+
+def _header_line(name: str, value: str) -> bytes:
+    value = check_header_value(value)
+    if name in _ADDRESS_HEADERS:
+        display, addr = email.utils.parseaddr(value)
+        value = email.utils.formataddr((display, addr), charset="utf-8")
+    else:
+        charset = "us-ascii" if value.isascii() else "utf-8"
+        value = email.header.Header(value, charset, maxlinelen=78, header_name=name).encode(linesep="\r\n")
+    return f"{name}: {value}\r\n".encode("ascii")
+
+
+def _qp_part(content_type: str, body: str) -> bytes:
+    body = body.replace("\r\n", "\n")
+    if not body.endswith("\n"):
+        body += "\n"  # as the email package's set_content does
+    encoded = quopri.encodestring(body.encode("utf-8")).replace(b"\n", b"\r\n")
+    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode("ascii") + encoded
+
+
+def to_bytes(composed: ComposedEmail, *, date: dt.datetime | None = None) -> bytes:
+    """The same message as :func:`to_mime`, written directly as bytes (CRLF, RFC 2047 headers, quoted-
+    printable parts): the ``email`` package's header registry and generator cost most of a send."""
+    when = date if date is not None else dt.datetime.now(dt.UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    boundary = "=_" + hashlib.sha256(composed.message_id.encode()).hexdigest()[:32]
+    head = b"".join(_header_line(k, v) for k, v in composed.headers.items())
+    head += _header_line("Date", email.utils.format_datetime(when))
+    head += (f"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
+             ).encode("ascii")
+    sep = f"--{boundary}\r\n".encode("ascii")
+    return (head + sep + _qp_part("text/plain", composed.text) + b"\r\n" + sep
+            + _qp_part("text/html", composed.html) + f"\r\n--{boundary}--\r\n".encode("ascii"))

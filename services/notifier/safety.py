@@ -1,0 +1,153 @@
+"""Refusals and the checks behind them: every value that reaches a mail header, every address.
+
+A composed email is refused rather than sent when something in it could not be trusted: this module
+holds the fixed, personal-data-free refusal reasons, the :class:`Refusal` result and the
+:class:`Refused` exception that carries one, and the checks that raise it — control characters in a
+header value (header injection), recipient and sender addresses (email-validator, no DNS), the
+``Message-ID`` and the recipient's display name. It has no I/O.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.headerregistry import Address
+from typing import Any, Final
+
+import email_validator
+
+__all__ = [
+    "ADDRESS_NOT_VALID",
+    "HEADER_NOT_VALID",
+    "MESSAGE_ID_NOT_VALID",
+    "NOTHING_TO_SEND",
+    "NO_ADDRESS",
+    "RECORD_NOT_VALID",
+    "SENDER_NOT_VALID",
+    "Refusal",
+    "Refused",
+    "check_header_value",
+    "has_control_characters",
+    "normalise_message_id",
+    "recipient_display_name",
+    "sender_header",
+    "validate_address",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+#: Refusal reasons. None of them carries personal data; ``Refusal.detail`` may add a suppression
+#: reason from the record (a fixed vocabulary, design.md "Suppression, not silence").
+NOTHING_TO_SEND: Final = "nothing to send"
+NO_ADDRESS: Final = "no address"
+ADDRESS_NOT_VALID: Final = "address not valid"
+HEADER_NOT_VALID: Final = "control characters in a header value"
+SENDER_NOT_VALID: Final = "sender address not valid"
+MESSAGE_ID_NOT_VALID: Final = "message id not valid"
+RECORD_NOT_VALID: Final = "record not valid"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why no email was composed. ``reason`` is one of the constants above; the caller records it
+    (``NOTHING_TO_SEND`` → SUPPRESSED, the others → FAILED)."""
+
+    reason: str
+    detail: str | None = None
+
+
+class Refused(ValueError):
+    """Raised by :func:`validate_address` and :func:`check_header_value`; carries a :class:`Refusal`."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
+        self.refusal = Refusal(reason, detail)
+
+
+# --------------------------------------------------------------------------------------------------
+# Header values and addresses
+
+# C0 controls, DEL, C1 controls (NEL among them), Unicode line and paragraph separators.
+_HEADER_BAD_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MESSAGE_ID_RE: Final = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>$")
+
+
+def has_control_characters(value: str) -> bool:
+    """Whether ``value`` holds CR, LF, NUL or any other control character (see
+    :func:`check_header_value`)."""
+    return _HEADER_BAD_RE.search(value) is not None
+
+
+def check_header_value(value: str) -> str:
+    """Return ``value`` unchanged, or raise :class:`Refused` if it holds CR, LF, NUL or any other
+    control character (header injection)."""
+    if _HEADER_BAD_RE.search(value):
+        raise Refused(HEADER_NOT_VALID)
+    return value
+
+
+def validate_address(addr: str, *, allow_test_domains: bool = False) -> str:
+    """Validate one bare address with email-validator (no DNS) and return its normalised form.
+
+    ``example.*`` domains (``a.doctor@example.nhs.uk``) are accepted as any other domain.
+    email-validator refuses special-use domains (``.test``, ``.invalid``, ``localhost`` …);
+    ``allow_test_domains=True`` lets ``*.test`` through for local stacks. Raises :class:`Refused`
+    (``HEADER_NOT_VALID`` for control characters, ``ADDRESS_NOT_VALID`` otherwise); the message
+    never includes the address.
+    """
+    check_header_value(addr)
+    try:
+        result = email_validator.validate_email(
+            addr.strip(),
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_display_name=False,
+            test_environment=allow_test_domains,
+        )
+    except email_validator.EmailNotValidError:
+        raise Refused(ADDRESS_NOT_VALID) from None
+    return result.ascii_email or result.normalized
+
+
+def normalise_message_id(message_id: str) -> str:
+    """``message_id`` in angle brackets; raises :class:`Refused` (``MESSAGE_ID_NOT_VALID``) if it is not
+    one ``left@right`` id of printable ASCII (``HEADER_NOT_VALID`` for control characters)."""
+    check_header_value(message_id)
+    text = message_id.strip()
+    if not text.startswith("<"):
+        text = f"<{text}>"
+    if not _MESSAGE_ID_RE.match(text):
+        raise Refused(MESSAGE_ID_NOT_VALID)
+    return text
+
+
+def sender_header(mail_from: str, allow_test_domains: bool) -> str:
+    """The ``From`` header for ``mail_from`` (one address, optional display name), its address
+    validated; raises :class:`Refused` (``SENDER_NOT_VALID``) otherwise."""
+    try:
+        check_header_value(mail_from)
+        header = email.policy.default.header_factory("From", mail_from)
+        addresses: tuple[Address, ...] = getattr(header, "addresses", ())
+        if len(addresses) != 1 or header.defects:
+            raise Refused(SENDER_NOT_VALID)
+        name: str = addresses[0].display_name
+        addr = validate_address(addresses[0].addr_spec, allow_test_domains=allow_test_domains)
+    except (Refused, ValueError, IndexError):
+        raise Refused(SENDER_NOT_VALID) from None
+    return str(Address(display_name=name, addr_spec=addr)) if name else addr
+
+
+def recipient_display_name(recipient: Mapping[str, Any]) -> str:
+    """The ``To`` display name from the recipient's title, forenames and surname (whitespace folded);
+    raises :class:`Refused` (``HEADER_NOT_VALID``) if any of them holds a control character."""
+    parts = []
+    for key in ("title", "forenames", "surname"):
+        value = recipient.get(key)
+        if isinstance(value, str):
+            check_header_value(value)
+            if value.strip():
+                parts.append(" ".join(value.split()))
+    return " ".join(parts)
