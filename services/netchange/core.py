@@ -85,16 +85,17 @@ class Known:
 
     state: State | None
     position: Position | None
-    recent: tuple[Resolved, ...] = ()
+    # (position, original, baseline) of the last few changes: enough to re-derive a replay identically
+    recent: tuple[tuple[Position | None, State | None, bool], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"s": self.state, "p": list(self.position) if self.position else None,
-                "r": [r.to_dict() for r in self.recent]}
+                "r": [[list(p) if p else None, o, b] for p, o, b in self.recent]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Known:
         p = d["p"]
-        return cls(d["s"], tuple(p) if p else None, tuple(Resolved.from_dict(r) for r in d["r"]))
+        return cls(d["s"], tuple(p) if p else None, tuple((tuple(q) if q else None, o, b) for q, o, b in d["r"]))
 
 
 def _is_full(before: State | None, reference: State | None) -> bool:
@@ -130,9 +131,15 @@ def resolve(known: Known | None, change: Change) -> tuple[Known | None, Resolved
     if known is not None:
         known_pos = known.position
         if pos is not None and known_pos is not None and pos <= known_pos:
-            for prior in known.recent:
-                if prior.position == pos:
-                    return known, prior, True
+            for prior_pos, prior_original, prior_baseline in known.recent:
+                if prior_pos == pos:
+                    if prior_baseline and op == "d":
+                        return known, None, True
+                    after = change.after
+                    if after is not None and UNAVAILABLE in after.values():
+                        after = _fill(after, prior_original)
+                    return known, Resolved(change.table, change.entity_id, change.ts_ms, pos, prior_original,
+                                           after, prior_baseline), True
             return known, None, True
         known_state = known.state
     else:
@@ -156,12 +163,13 @@ def resolve(known: Known | None, change: Change) -> tuple[Known | None, Resolved
     if op == "r":
         baseline = True
     resolved = Resolved(change.table, change.entity_id, change.ts_ms, pos, original, after, baseline)
+    entry = (pos, original, baseline)
     if known is None:
-        new_known = Known(after, pos, (resolved,))
+        new_known = Known(after, pos, (entry,))
     else:
         recent = known.recent
         new_known = Known(after, pos if pos is not None else known_pos,
-                          (*recent, resolved) if len(recent) < RECENT else (*recent[1 - RECENT:], resolved))
+                          (*recent, entry) if len(recent) < RECENT else (*recent[1 - RECENT:], entry))
     if baseline and op == "d":
         return new_known, None, False  # a delete of an unknown entity changes nothing
     return new_known, resolved, False

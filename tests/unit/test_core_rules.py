@@ -202,3 +202,22 @@ def test_a_transaction_open_across_the_snapshot_is_not_skipped_as_a_replay() -> 
     [rec] = run(snap, update)
     assert rec["changes"][0]["fields"] == {"grade": {"old": "ST3", "new": "ST4"}}
     assert run(snap, update, update) == [rec]  # and its replay is still recognised
+
+
+def test_a_replayed_change_is_re_derived_exactly_as_the_first_time() -> None:
+    from services.netchange import core
+
+    changes = [parse_envelope(orjson.dumps(e)) for e in (
+        envelope("placement", "r", None, placement(), NOON - DAY, snapshot="true"),
+        envelope("placement", "u", placement(), placement(grade="ST4")),
+        envelope("placement", "u", {"id": "315"}, placement(grade="ST5")),  # PK-only before: original from known
+    )]
+    known, firsts = None, []
+    for ch in changes:
+        known, resolved, replay = core.resolve(known, ch)
+        assert not replay
+        firsts.append(resolved)
+    restored = core.Known.from_dict(orjson.loads(orjson.dumps(known.to_dict())))
+    for ch, first in zip(changes, firsts, strict=True):
+        again, resolved, replay = core.resolve(restored, ch)
+        assert replay and again is restored and resolved == first
