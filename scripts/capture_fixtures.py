@@ -13,7 +13,7 @@ invented. Commit times (source.ts_ms) are those of the capture run: tests shift 
     .venv/bin/python scripts/capture_fixtures.py            # all scenarios, fresh stack
     .venv/bin/python scripts/capture_fixtures.py --keep     # leave the stack running afterwards
 """
-# ruff: noqa: E501  (fixture SQL reads better unwrapped)
+
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.devstack.stack import StackInfo, down, up  # noqa: E402
-from services.topics import CDC_TABLES  # noqa: E402
+from services.devstack.stack import StackInfo, down, up
+from services.topics import CDC_TABLES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 NS = uuid.UUID("6f1c2a52-6e0b-4b57-9d0f-5a8f2b1d7c11")
@@ -89,34 +89,34 @@ def _big_text(n: int = 9000) -> str:
 
 SCENARIOS = [
     Scenario("personal_details_crud", "a trainee is created, their surname edited, then deleted", [
-        ["INSERT INTO tss.personal_details (trainee_id, role, title, forenames, surname, email, post_code)"
-         " VALUES ('90101', 'DR in Training', 'Dr', 'Cara', 'Nwosu', 'cara.nwosu@example.nhs.uk', 'IP4 5PD')"],
+        [("INSERT INTO tss.personal_details (trainee_id, role, title, forenames, surname, email, post_code)"
+         " VALUES ('90101', 'DR in Training', 'Dr', 'Cara', 'Nwosu', 'cara.nwosu@example.nhs.uk', 'IP4 5PD')")],
         ["UPDATE tss.personal_details SET surname = 'Nwosu-Hart', updated_at = now() WHERE trainee_id = '90101'"],
         ["DELETE FROM tss.personal_details WHERE trainee_id = '90101'"],
     ], 4),
     Scenario("programme_membership_crud", "a programme membership is created, its end date edited, then deleted", [
-        ["INSERT INTO tss.programme_membership (id, trainee_id, programme_name, programme_number, managing_deanery,"
+        [("INSERT INTO tss.programme_membership (id, trainee_id, programme_name, programme_number, managing_deanery,"
          " designated_body, programme_membership_type, start_date, end_date) VALUES"
          f" ('{PM2}', '90001', 'General Internal Medicine', 'EOE8945', 'Health Education England East of England',"
-         " 'Health Education England East of England', 'LAT', '2026-08-05', '2027-08-03')"],
+         " 'Health Education England East of England', 'LAT', '2026-08-05', '2027-08-03')")],
         [f"UPDATE tss.programme_membership SET end_date = '2027-02-02', updated_at = now() WHERE id = '{PM2}'"],
         [f"DELETE FROM tss.programme_membership WHERE id = '{PM2}'"],
     ], 4),
     Scenario("curriculum_membership_crud", "a curriculum is created, its specialty edited, then deleted", [
-        ["INSERT INTO tss.curriculum_membership (id, trainee_id, programme_membership_id, curriculum_name,"
+        [("INSERT INTO tss.curriculum_membership (id, trainee_id, programme_membership_id, curriculum_name,"
          " curriculum_sub_type, specialty, start_date, end_date) VALUES"
          f" ('cm-90001-2', '90001', '{PM1}', 'General Internal Medicine', 'MEDICAL_CURRICULUM',"
-         " 'General (Internal) Medicine', '2024-08-07', '2029-08-06')"],
-        ["UPDATE tss.curriculum_membership SET specialty = 'Acute Internal Medicine', updated_at = now()"
-         " WHERE id = 'cm-90001-2'"],
+         " 'General (Internal) Medicine', '2024-08-07', '2029-08-06')")],
+        [("UPDATE tss.curriculum_membership SET specialty = 'Acute Internal Medicine', updated_at = now()"
+         " WHERE id = 'cm-90001-2'")],
         ["DELETE FROM tss.curriculum_membership WHERE id = 'cm-90001-2'"],
     ], 4),
     Scenario("placement_crud", "a placement is created, its whole time equivalent edited, then deleted", [
-        ["INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty, site,"
+        [("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty, site,"
          " employing_body, training_body, whole_time_equivalent, owner) VALUES ('pl-90001-3', '90001',"
          " 'In post - Acting up', '2028-08-02', '2029-08-06', 'ST5', 'Cardiology', 'West Suffolk Hospital',"
          " 'West Suffolk NHS Foundation Trust', 'West Suffolk NHS Foundation Trust', 1.00,"
-         " 'Health Education England East of England')"],
+         " 'Health Education England East of England')")],
         ["UPDATE tss.placement SET whole_time_equivalent = 0.60, updated_at = now() WHERE id = 'pl-90001-3'"],
         ["DELETE FROM tss.placement WHERE id = 'pl-90001-3'"],
     ], 4),
@@ -125,9 +125,9 @@ SCENARIOS = [
         ["UPDATE tss.placement SET site_known_as = 'Addenbrooke''s', updated_at = now() WHERE id = 'pl-90001-1'"],
     ], 2),
     Scenario("placement_create_then_delete", "a placement is created and deleted again", [
-        ["INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, site,"
+        [("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, site,"
          " whole_time_equivalent) VALUES ('pl-90001-4', '90001', 'In post', '2029-08-01', '2030-08-06', 'ST6',"
-         " 'Ipswich Hospital', 1.00)"],
+         " 'Ipswich Hospital', 1.00)")],
         ["DELETE FROM tss.placement WHERE id = 'pl-90001-4'"],
     ], 3),
     Scenario("placement_moved", "a baseline placement is moved from trainee 90001 to trainee 90002", [
@@ -137,32 +137,32 @@ SCENARIOS = [
         ["UPDATE tss.placement SET trainee_id = '90001', updated_at = now() WHERE id = 'pl-90001-2'"],
     ], 1),
     Scenario("email_change", "trainee 90001's email address changes", [
-        ["UPDATE tss.personal_details SET email = 'ada.okafor2@example.nhs.uk', updated_at = now()"
-         " WHERE trainee_id = '90001'"],
+        [("UPDATE tss.personal_details SET email = 'ada.okafor2@example.nhs.uk', updated_at = now()"
+         " WHERE trainee_id = '90001'")],
     ], 1),
     Scenario("rotation_transaction", "one transaction ends a placement early and adds the next (rotation day)", [
         ["UPDATE tss.placement SET end_date = '2027-02-02', updated_at = now() WHERE id = 'pl-90001-1'",
-         "INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty, site,"
+         ("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty, site,"
          " whole_time_equivalent, owner) VALUES ('pl-90001-5', '90001', 'In post', '2027-02-03', '2027-08-03', 'ST3',"
-         " 'Cardiology', 'Peterborough City Hospital', 1.00, 'Health Education England East of England')",
-         "UPDATE tss.personal_details SET telephone_number = '01223 000009', updated_at = now()"
-         " WHERE trainee_id = '90001'"],
+         " 'Cardiology', 'Peterborough City Hospital', 1.00, 'Health Education England East of England')"),
+         ("UPDATE tss.personal_details SET telephone_number = '01223 000009', updated_at = now()"
+         " WHERE trainee_id = '90001'")],
     ], 3),
     Scenario("toast_unchanged", "a row with a large (TOASTed) text column, then an update of another column", [
-        ["INSERT INTO tss.personal_details (trainee_id, role, title, forenames, surname, email, address1)"
-         f" VALUES ('90103', 'DR in Training', 'Dr', 'Dee', 'Large', 'dee.large@example.nhs.uk', '{_big_text()}')"],
-        ["UPDATE tss.personal_details SET email = 'dee.large2@example.nhs.uk', updated_at = now()"
-         " WHERE trainee_id = '90103'"],
+        [("INSERT INTO tss.personal_details (trainee_id, role, title, forenames, surname, email, address1)"
+         f" VALUES ('90103', 'DR in Training', 'Dr', 'Dee', 'Large', 'dee.large@example.nhs.uk', '{_big_text()}')")],
+        [("UPDATE tss.personal_details SET email = 'dee.large2@example.nhs.uk', updated_at = now()"
+         " WHERE trainee_id = '90103'")],
     ], 2),
     Scenario("form_r_and_arcp", "an ARCP is scheduled; a Form R Part A is drafted, submitted, unsubmitted", [
-        [f"INSERT INTO tss.arcp (id, trainee_id, programme_membership_id, review_date) VALUES ('arcp-90001-1',"
-         f" '90001', '{PM1}', '2027-06-15')"],
-        [f"INSERT INTO tss.form_r (id, trainee_id, part, programme_membership_id, is_arcp, lifecycle_state, revision)"
-         f" VALUES ('{uid('fr-90001-a')}', '90001', 'A', '{PM1}', true, 'DRAFT', 0)"],
-        [f"UPDATE tss.form_r SET lifecycle_state = 'SUBMITTED', submitted_at = now(), updated_at = now()"
-         f" WHERE id = '{uid('fr-90001-a')}'"],
-        [f"UPDATE tss.form_r SET lifecycle_state = 'UNSUBMITTED', revision = revision + 1, updated_at = now()"
-         f" WHERE id = '{uid('fr-90001-a')}'"],
+        [(f"INSERT INTO tss.arcp (id, trainee_id, programme_membership_id, review_date) VALUES ('arcp-90001-1',"
+         f" '90001', '{PM1}', '2027-06-15')")],
+        [(f"INSERT INTO tss.form_r (id, trainee_id, part, programme_membership_id, is_arcp, lifecycle_state, revision)"
+         f" VALUES ('{uid('fr-90001-a')}', '90001', 'A', '{PM1}', true, 'DRAFT', 0)")],
+        [(f"UPDATE tss.form_r SET lifecycle_state = 'SUBMITTED', submitted_at = now(), updated_at = now()"
+         f" WHERE id = '{uid('fr-90001-a')}'")],
+        [(f"UPDATE tss.form_r SET lifecycle_state = 'UNSUBMITTED', revision = revision + 1, updated_at = now()"
+         f" WHERE id = '{uid('fr-90001-a')}'")],
     ], 4),
 ]
 

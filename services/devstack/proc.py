@@ -106,7 +106,8 @@ def run(argv: Sequence[str], *, what: str, timeout: float = 300.0, cwd: Path | N
         env: dict[str, str] | None = None) -> str:
     """Run a command to completion; a failure becomes a one-line error naming its last output line."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env,
+                              check=False)
     except FileNotFoundError as exc:
         raise StackError(f"{what}: {exc.filename} not found") from None
     except subprocess.TimeoutExpired:

@@ -220,9 +220,9 @@ def up(scratch: Path = DEFAULT_SCRATCH, *, with_connect: bool = True,
     scratch = _prepare(scratch)
     with _locked(scratch):
         current = _load(scratch)
-        if current is not None and _pg_ok(current) and _kafka_ok(current):
-            if current.connect_pid is None or _connect_ok(current):
-                return _reuse(current, with_connect, settings)
+        if (current is not None and _pg_ok(current) and _kafka_ok(current)
+                and (current.connect_pid is None or _connect_ok(current))):
+            return _reuse(current, with_connect, settings)
         if current is not None:
             log.info("stack state found but not running: starting afresh", scratch=str(scratch))
             _stop_all(current)

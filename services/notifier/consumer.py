@@ -382,11 +382,17 @@ async def consume(mailer: Mailer, ready: asyncio.Event | None = None) -> None:
             if not batch:
                 continue
             items = inbound(batch)
-            await wait_until_due(consumer, items, mailer)
-            fault = await process(mailer, items)
-            await commit(consumer, mailer, items)
-            if fault is not None:
-                raise fault
+            now = time.time()
+            # what may go now goes now; a day's digests that wait for the send time hold their offsets
+            # (uncommitted, so the wait survives a restart) while the consumer keeps polling
+            for group in ([i for i in items if due(i, s) <= now], [i for i in items if due(i, s) > now]):
+                if not group:
+                    continue
+                await wait_until_due(consumer, group, mailer)
+                fault = await process(mailer, group)
+                await commit(consumer, mailer, items)
+                if fault is not None:
+                    raise fault
             await report_lag(consumer)
     finally:
         await consumer.stop()

@@ -149,10 +149,10 @@ def test_values_written_with_a_released_version_decode_as_the_current_schema(tmp
     original = serde.schema_dir
     try:
         serde.schema_dir = lambda: tmp_path  # type: ignore[assignment]
-        for fn in (serde.schema, serde._fingerprint, serde._writers):  # noqa: SLF001
+        for fn in (serde.schema, serde._fingerprint, serde._writers):
             fn.cache_clear()
         assert serde.decode(serde.NETCHANGE, old_bytes) == {**record, "note": None}
     finally:
         serde.schema_dir = original  # type: ignore[assignment]
-        for fn in (serde.schema, serde._fingerprint, serde._writers):  # noqa: SLF001
+        for fn in (serde.schema, serde._fingerprint, serde._writers):
             fn.cache_clear()

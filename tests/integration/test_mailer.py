@@ -693,3 +693,33 @@ async def test_ledger_claims_are_atomic_leased_and_fenced(stack: Any) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+def test_a_days_digests_wait_for_the_send_time_and_the_wait_survives_a_restart(
+        stack: Any, tmp_path: Path, smtp: Any, ledger: Any) -> None:
+    """A calendar day's digests go from 07:00 London the next morning: yesterday's (due) go at once,
+    today's wait, across a restart, with their offsets uncommitted."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    today = dt.datetime.now(ZoneInfo("Europe/London")).date().isoformat()
+    past, waiting = f"tdue-{uuid.uuid4().hex[:8]}", f"twait-{uuid.uuid4().hex[:8]}"
+    later = {**record(waiting), "id": f"{waiting}:{today}", "day": today}
+    server = smtp()
+    topic = new_topic(stack, partitions=1)
+    produce(stack, topic, [later, record(past)])  # the waiting one first, on the same partition
+    group = f"it-mailer-{uuid.uuid4().hex[:8]}"
+    svc = run_mailer(stack, tmp_path, server.port, topic, group=group, TN_SEND_IMMEDIATELY="false",
+                     TN_SEND_AT="07:00")
+    server.inbox.wait_for(to(address_of(past)), timeout=60)  # due: not held up by the one that waits
+    time.sleep(3)
+    assert server.inbox.matching(to(address_of(waiting))) == []
+    assert ledger(f"{waiting}:{today}:digest") is None
+    assert finish(svc) == 0
+    assert committed(stack, group, topic, 1) == 0  # the waiting record holds the offsets back
+    svc = run_mailer(stack, tmp_path, server.port, topic, name="mailer-again", group=group,
+                     TN_SEND_IMMEDIATELY="false", TN_SEND_AT="07:00")
+    time.sleep(8)
+    assert server.inbox.matching(to(address_of(waiting))) == []
+    assert len(server.inbox.matching(to(address_of(past)))) == 1  # the replayed due one is not resent
+    assert finish(svc) == 0

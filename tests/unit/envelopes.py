@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-LONDON_NOON_2026_11_24 = int(dt.datetime(2026, 11, 24, 12, tzinfo=dt.timezone.utc).timestamp() * 1000)
+LONDON_NOON_2026_11_24 = int(dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC).timestamp() * 1000)
 _lsn = itertools.count(1000, 8)
 
 

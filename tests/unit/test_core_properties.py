@@ -18,7 +18,7 @@ from services.netchange.days import Calendar
 from tests.unit.envelopes import envelope, person, placement
 
 LONDON = ZoneInfo("Europe/London")
-DAY0 = int(dt.datetime(2026, 3, 27, 0, 30, tzinfo=dt.timezone.utc).timestamp() * 1000)  # spans the March DST change
+DAY0 = int(dt.datetime(2026, 3, 27, 0, 30, tzinfo=dt.UTC).timestamp() * 1000)  # spans the March DST change
 HOUR = 3_600_000
 TRAINEES = ("A", "B")
 PLACEMENTS = ("p1", "p2", "p3")

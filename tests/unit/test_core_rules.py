@@ -11,7 +11,8 @@ import pytest
 from services.netchange.batch import aggregate_lines
 from services.netchange.cdc import MalformedEnvelope, parse_envelope
 from services.netchange.days import Calendar
-from tests.unit.envelopes import LONDON_NOON_2026_11_24 as NOON, envelope, person, placement
+from tests.unit.envelopes import LONDON_NOON_2026_11_24 as NOON
+from tests.unit.envelopes import envelope, person, placement
 
 DAY = 86_400_000
 

@@ -70,3 +70,18 @@ async def test_rendering_in_a_worker_process_gives_the_same_email_as_inline() ->
 
     assert headers(ma) == headers(mb) and parts(ma) == parts(mb)
     assert refused == compose.Refusal(compose.NO_ADDRESS)  # no previous email: nothing to send
+
+
+def test_a_calendar_days_digests_go_from_the_send_time_next_morning_in_london() -> None:
+    import datetime as dt
+
+    from services.notifier.plan import send_after
+
+    winter = send_after("2026-11-24", "07:00", "Europe/London")
+    assert winter == dt.datetime(2026, 11, 25, 7, 0, tzinfo=dt.UTC)
+    # the night the clocks go forward: 07:00 BST is 06:00 UTC
+    spring = send_after("2026-03-28", "07:00", "Europe/London")
+    assert spring.astimezone(dt.UTC) == dt.datetime(2026, 3, 29, 6, 0, tzinfo=dt.UTC)
+    # a short (test or demo) day goes as soon as it has closed
+    assert send_after("2026-11-24T10:31:00Z", "07:00", "Europe/London") == dt.datetime(
+        2026, 11, 24, 10, 31, tzinfo=dt.UTC)
