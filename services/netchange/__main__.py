@@ -32,6 +32,9 @@ def ensure_resolved_topic(settings: object) -> None:
 @app.command("run")
 def run() -> None:
     """Run the Faust aggregator (settings from TN_* environment variables)."""
+    import os
+    import sys
+
     import faust
 
     from services import logs
@@ -45,7 +48,10 @@ def run() -> None:
     ensure_resolved_topic(settings)
     clock = FileClock(settings.watermark_file) if settings.watermark_file else WallClock()
     faust_app = build_app(settings, clock)
-    worker = faust.Worker(faust_app, loglevel="INFO", quiet=True)
+    level = os.environ.get("TN_LOG_LEVEL", "INFO").upper()
+    json_logs = os.environ.get("TN_LOG_FORMAT", "json" if not sys.stderr.isatty() else "console") == "json"
+    worker = faust.Worker(faust_app, loglevel=level, quiet=True,
+                          logging_config=logs.stdlib_config(level, json=json_logs))
     worker.execute_from_commandline()
 
 
