@@ -12,10 +12,17 @@ from typing import Any
 import structlog
 
 
-def configure(level: str | None = None, *, json: bool | None = None) -> None:
-    level = (level or os.environ.get("TN_LOG_LEVEL", "INFO")).upper()
-    if json is None:
-        json = os.environ.get("TN_LOG_FORMAT", "json" if not sys.stderr.isatty() else "console") == "json"
+def from_env() -> tuple[str, bool]:
+    """``TN_LOG_LEVEL`` (INFO) and ``TN_LOG_FORMAT`` (json, or console on a terminal)."""
+    level = os.environ.get("TN_LOG_LEVEL", "INFO").upper()
+    return level, os.environ.get("TN_LOG_FORMAT", "json" if not sys.stderr.isatty() else "console") == "json"
+
+
+def configure(level: str | None = None, *, json: bool | None = None) -> tuple[str, bool]:
+    """Configure structlog and the stdlib loggers; returns the (level, json) it chose."""
+    env_level, env_json = from_env()
+    level = (level or env_level).upper()
+    json = env_json if json is None else json
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -30,6 +37,7 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     logging.config.dictConfig(stdlib_config(level, json=json))
+    return level, json
 
 
 def stdlib_config(level: str, *, json: bool) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from confluent_kafka.admin import (
 from rich.console import Console
 from rich.table import Table
 
+from services.netchange.cdc import ENTITIES, OTHER_TABLES
 from services.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -35,9 +36,7 @@ DAY_MS = 24 * 60 * 60 * 1000
 INFINITE = -1
 
 # every table the Debezium connector captures (deploy/connect/tss-postgres.json)
-CDC_TABLES: tuple[str, ...] = (
-    "personal_details", "programme_membership", "curriculum_membership", "placement", "form_r", "arcp",
-)
+CDC_TABLES: tuple[str, ...] = ENTITIES + OTHER_TABLES
 
 CleanupPolicy = Literal["delete", "compact"]
 Action = Literal["created", "altered", "unchanged", "partitions-differ"]

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from services.settings import AggregatorSettings
 
 app = typer.Typer(no_args_is_help=True)
 
 
-def ensure_resolved_topic(settings: object) -> None:
+def ensure_resolved_topic(settings: AggregatorSettings) -> None:
     """Create the re-keyed topic before Faust subscribes: a topic missing at subscription time is
     ignored by Faust for the life of the worker ("Ignoring missing topic")."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from services.netchange.app import resolved_topic_name
-    from services.settings import AggregatorSettings
 
-    assert isinstance(settings, AggregatorSettings)
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     name = resolved_topic_name(settings)
     if name in admin.list_topics(timeout=30).topics:
@@ -32,9 +35,6 @@ def ensure_resolved_topic(settings: object) -> None:
 @app.command("run")
 def run() -> None:
     """Run the Faust aggregator (settings from TN_* environment variables)."""
-    import os
-    import sys
-
     import faust
 
     from services import logs
@@ -42,14 +42,12 @@ def run() -> None:
     from services.netchange.watermark import FileClock, WallClock
     from services.settings import AggregatorSettings
 
-    logs.configure()
+    level, json_logs = logs.configure()
     settings = AggregatorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_resolved_topic(settings)
     clock = FileClock(settings.watermark_file) if settings.watermark_file else WallClock()
     faust_app = build_app(settings, clock)
-    level = os.environ.get("TN_LOG_LEVEL", "INFO").upper()
-    json_logs = os.environ.get("TN_LOG_FORMAT", "json" if not sys.stderr.isatty() else "console") == "json"
     worker = faust.Worker(faust_app, loglevel=level, quiet=True,
                           logging_config=logs.stdlib_config(level, json=json_logs))
     worker.execute_from_commandline()

@@ -339,11 +339,12 @@ async def process(mailer: Mailer, items: list[Inbound]) -> BaseException | None:
     return (refused or faults or [None])[0]
 
 
-async def wait_until_due(consumer: AIOKafkaConsumer, items: list[Inbound], mailer: Mailer) -> None:
-    wait_until = max(due(i, mailer.settings) for i in items)
-    while time.time() < wait_until and not mailer.stop.is_set():
-        consumer.pause(*consumer.assignment())  # keep polling so the group keeps us
-        await consumer.getmany(timeout_ms=min(1000, int((wait_until - time.time()) * 1000) + 1))
+async def wait_until(consumer: AIOKafkaConsumer, until: float, mailer: Mailer) -> None:
+    """Hold off until ``until`` (epoch seconds), polling with every partition paused so the group
+    keeps this member."""
+    while time.time() < until and not mailer.stop.is_set():
+        consumer.pause(*consumer.assignment())
+        await consumer.getmany(timeout_ms=min(1000, int((until - time.time()) * 1000) + 1))
     consumer.resume(*consumer.assignment())
 
 
@@ -385,10 +386,13 @@ async def consume(mailer: Mailer, ready: asyncio.Event | None = None) -> None:
             now = time.time()
             # what may go now goes now; a day's digests that wait for the send time hold their offsets
             # (uncommitted, so the wait survives a restart) while the consumer keeps polling
-            for group in ([i for i in items if due(i, s) <= now], [i for i in items if due(i, s) > now]):
+            due_at = {id(i): due(i, s) for i in items}
+            waiting = [i for i in items if due_at[id(i)] > now]
+            for group, until in (([i for i in items if due_at[id(i)] <= now], 0.0),
+                                 (waiting, max((due_at[id(i)] for i in waiting), default=0.0))):
                 if not group:
                     continue
-                await wait_until_due(consumer, group, mailer)
+                await wait_until(consumer, until, mailer)
                 fault = await process(mailer, group)
                 await commit(consumer, mailer, items)
                 if fault is not None:

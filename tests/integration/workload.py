@@ -215,9 +215,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
 
 def wait_caught_up(run: AggregatorRun, timeout: float = 180) -> None:
     """Until the aggregator's group has committed everything on the CDC and re-keyed topics."""
-    topics = [f"{run.prefix}.tss.{t}" for t in ("personal_details", "programme_membership",
-                                               "curriculum_membership", "placement")]
-    topics.append(f"{run.app_id}-resolved")
+    topics = [*run.settings.cdc_topics(), f"{run.app_id}-resolved"]
     deadline = time.monotonic() + timeout
     lag = -1
     while time.monotonic() < deadline:
