@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scripts.settings_table import table
 from services.settings import AggregatorSettings, MailerSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -13,6 +14,11 @@ def test_every_setting_is_in_the_readme() -> None:
     names = {"TN_" + n.upper() for cls in (AggregatorSettings, MailerSettings) for n in cls.model_fields}
     missing = sorted(n for n in names if f"`{n}`" not in README)
     assert not missing, f"add to README (python scripts/settings_table.py): {missing}"
+
+
+def test_the_readme_settings_table_is_current() -> None:
+    """Defaults and descriptions in the README are the ones the services use."""
+    assert table() in README, "regenerate the table: python scripts/settings_table.py"
 
 
 def test_first_screen_has_exactly_the_two_setup_commands() -> None:
