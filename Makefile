@@ -35,6 +35,7 @@ lint: ## ruff
 bench: setup ## benchmarks (print JSON figures; see docs/benchmarks.md)
 	$(VENV)/python bench/aggregator_bench.py
 	$(VENV)/python bench/mailer_bench.py
+	$(VENV)/python bench/compose_bench.py
 
 up: setup ## start the local stack (Kafka, Connect + Debezium, PostgreSQL) in .stack/
 	$(VENV)/trainee-notify stack up
