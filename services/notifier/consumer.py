@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -367,13 +367,25 @@ async def report_lag(consumer: AIOKafkaConsumer) -> None:
             LAG.labels(str(tp.partition)).set(max(0, high - (await consumer.position(tp))))
 
 
+class LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Say which partitions this instance holds after every rebalance (ids only)."""
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            log.info("mailer.partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("mailer.partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
 async def consume(mailer: Mailer, ready: asyncio.Event | None = None) -> None:
     s = mailer.settings
     consumer = AIOKafkaConsumer(
-        s.netchange_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.group_id,
+        bootstrap_servers=s.kafka_bootstrap, group_id=s.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.batch_size,
         session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(1000, s.session_timeout_ms // 5),
         client_id=s.instance_id)
+    consumer.subscribe([s.netchange_topic], listener=LogRebalance())
     await consumer.start()
     if ready is not None:
         ready.set()

@@ -490,9 +490,13 @@ def test_sigterm_mid_batch_drains_records_what_was_sent_and_exits_0(stack: Any, 
 def test_two_instances_in_one_group_with_a_rebalance_mid_batch_send_once(stack: Any, tmp_path: Path,
                                                                          smtp: Any) -> None:
     tids = [f"tpair-{uuid.uuid4().hex[:8]}" for _ in range(600)]
+    relay_open = threading.Event()
+    relay_open.set()
 
     async def script(server: Any, envelope: Any) -> None:
-        await asyncio.sleep(0.03)  # slow enough that the second instance joins with half still to go
+        while not relay_open.is_set():  # the relay stalls while the second instance joins, so the
+            await asyncio.sleep(0.02)   # first is mid-batch when the partitions move, however fast it is
+        await asyncio.sleep(0.01)
 
     server = smtp(script)
     topic = new_topic(stack)
@@ -500,7 +504,13 @@ def test_two_instances_in_one_group_with_a_rebalance_mid_batch_send_once(stack: 
     group = f"it-pair-{uuid.uuid4().hex[:8]}"
     a = run_mailer(stack, tmp_path, server.port, topic, name="mailer-a", group=group, TN_BATCH_SIZE="50")
     server.inbox.wait_for(lambda m: True, n=150, timeout=120)
+    relay_open.clear()
     b = run_mailer(stack, tmp_path, server.port, topic, name="mailer-b", group=group, TN_BATCH_SIZE="50")
+    deadline = time.monotonic() + 60
+    while not re.search(r'"partitions": \[\d', b.log()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    relay_open.set()
+    assert re.search(r'"partitions": \[\d', b.log()), b.log()[-2000:]
     assert set(wait_final(stack, [digest_id(t) for t in tids], svc=a, timeout=180).values()) == {"SENT"}
     time.sleep(2)
     assert finish(a) == 0 and finish(b) == 0
