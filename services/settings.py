@@ -51,6 +51,9 @@ class AggregatorSettings(KafkaSettings, DaySettings):
     web_host: str = "127.0.0.1"
     store: str = Field("rocksdb://", description="faust table store: rocksdb:// or memory://")
     watermark_file: Path | None = Field(None, description="tests: read the watermark (epoch seconds) from this file")
+    pack_events: int = Field(2000, ge=1, description="resolved changes carried per partition in one message of "
+                             "the re-key hop (events are acknowledged after their pack is delivered)")
+    pack_seconds: float = Field(0.2, gt=0, description="longest a resolved change waits for its pack")
 
 
 class SmtpSettings(_Base):

@@ -20,11 +20,13 @@ connector's progress. faust's windowed tables and ``on_window_close`` are not us
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from services import logs, serde
@@ -46,7 +48,9 @@ LATE = Counter("netchange_late_events_total", "events that arrived after their d
 DEAD = Counter("netchange_dead_letters_total", "envelopes sent to the CDC dead-letter topic", ["reason"])
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
 WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
+PACKS = Counter("netchange_packs_sent_total", "messages of resolved changes sent on the re-key hop")
 TICK = b"__tick__"
+PACK = b"__pack__"
 
 
 def _reason_label(reason: str) -> str:
@@ -114,39 +118,69 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         log.warning("cdc.dead_letter", topic=message.topic, partition=message.partition,
                     offset=message.offset, reason=reason)
 
+    packs = _Packs(settings.topic_partitions, settings.pack_events, settings.pack_seconds)
+    packing = asyncio.Lock()
+
+    async def flush_packs() -> None:
+        """Send each partition's pack, wait for the broker, then acknowledge the events it carries."""
+        if not packs.events:
+            return
+        bodies, events, acker = packs.take()
+        futures = [await resolved_topic.send(key=PACK, value=body, partition=partition, force=True)
+                   for partition, body in bodies]
+        await asyncio.gather(*futures)
+        PACKS.inc(len(futures))
+        for e in events:
+            await acker.ack(e)
+
     @app.agent(cdc, concurrency=1)
     async def resolve(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            try:
-                change = parse_envelope(msg.value)
-            except MalformedEnvelope as exc:
-                await dead_letter(msg, exc.reason)
-                continue
-            if change is None:
-                continue  # tombstone after a delete
-            if change.table not in ENTITIES or not msg.topic.endswith("." + change.table):
-                await dead_letter(msg, f"unknown table for this topic: {change.table[:40]}")
-                continue
-            progress["events"] = max(progress.get("events", 0), change.ts_ms)
-            if change.op in ("t", "m"):
-                log.info("cdc.truncate_ignored", table=change.table, op=change.op)
-                continue
-            key = f"{change.table}|{change.entity_id}".encode()
-            raw = known.get(key)
-            prior = core.Known.from_dict(orjson.loads(raw)) if raw else None
-            new_known, resolved, replay = core.resolve(prior, change)
-            if replay:
-                REPLAYS.inc()
-            elif new_known is not None:
-                known[key] = orjson.dumps(new_known.to_dict())
-            EVENTS.labels(change.table).inc()
-            if resolved is None:
-                continue
-            BASELINES.inc(resolved.baseline and not replay)
-            body = orjson.dumps(resolved.to_dict())
-            for trainee in resolved.owners():
-                await resolved_topic.send(key=trainee.encode(), value=body, force=True)
+        manual = stream.noack()
+        async for event in manual.events():
+            async with packing:
+                await resolve_one(event)
+                packs.hold(event, manual)  # after: a flush inside resolve_one must not acknowledge it
+                if packs.full():
+                    await flush_packs()
+
+    async def resolve_one(event: Any) -> None:
+        msg = event.message
+        try:
+            change = parse_envelope(msg.value)
+        except MalformedEnvelope as exc:
+            await dead_letter(msg, exc.reason)
+            return
+        if change is None:
+            return  # tombstone after a delete
+        if change.table not in ENTITIES or not msg.topic.endswith("." + change.table):
+            await dead_letter(msg, f"unknown table for this topic: {change.table[:40]}")
+            return
+        progress["events"] = max(progress.get("events", 0), change.ts_ms)
+        if change.op in ("t", "m"):
+            log.info("cdc.truncate_ignored", table=change.table, op=change.op)
+            return
+        key = f"{change.table}|{change.entity_id}".encode()
+        if packs.touches(key) >= core.RECENT - 1:
+            # a replay after a crash re-derives only the last RECENT changes of an entity: never hold more
+            await flush_packs()
+        raw = _read(known, key)
+        prior = core.Known.from_dict(orjson.loads(raw)) if raw else None
+        new_known, resolved, replay = core.resolve(prior, change)
+        if replay:
+            REPLAYS.inc()
+        elif new_known is not None:
+            known[key] = orjson.dumps(new_known.to_dict())
+        EVENTS.labels(change.table).inc()
+        if resolved is None:
+            return
+        BASELINES.inc(resolved.baseline and not replay)
+        packs.add(key, resolved.owners(), resolved.to_dict())
+
+    @app.timer(interval=max(0.05, settings.pack_seconds / 2))
+    async def flush_stale_packs() -> None:
+        if packs.stale():
+            async with packing:
+                await flush_packs()
 
     @app.agent(heartbeat, concurrency=1)
     async def heartbeats(stream: Any) -> None:
@@ -180,7 +214,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
 
     async def close_days(partition: int, wm: int) -> None:
         mark_key = b"p%d" % partition
-        prior = marks.get(mark_key)
+        prior = _read(marks, mark_key)
         if prior is not None and int(prior) >= wm:
             wm = int(prior)  # watermarks never go back (several workers may send ticks)
         else:
@@ -196,11 +230,11 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             closed = []
             for trainee in sorted(open_days[label]):
                 key = f"{trainee}|{label}".encode()
-                raw = days.get(key)
+                raw = _read(days, key)
                 if raw is None:
                     continue
                 entry = orjson.loads(raw)
-                tstate = _TraineeState.load(trainees.get(trainee.encode()))
+                tstate = _TraineeState.load(_read(trainees, trainee.encode()))
                 hist = tstate.history
                 record = core.close(trainee, day, core.fold_from_dict(entry["f"]), core.person_at(hist, day))
                 if record is not None:
@@ -222,40 +256,62 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             log.info("netchange.day_closed", partition=partition, day=label, trainees=len(closed),
                      records=len(pending))
 
+    def fold_entries(partition: int, entries: list[Any]) -> None:
+        """Fold a pack of resolved changes: each trainee's state is read once and written once."""
+        raw_mark = _read(marks, b"p%d" % partition)
+        mark = int(raw_mark) if raw_mark is not None else None
+        by_trainee: dict[str, list[dict[str, Any]]] = {}
+        for trainee, body in entries:
+            by_trainee.setdefault(trainee, []).append(body)
+        for trainee, bodies in by_trainee.items():
+            tkey = trainee.encode()
+            tstate = _TraineeState.load(_read(trainees, tkey))
+            touched = False
+            folds: dict[str, core.DayFold | None] = {}
+            dirty: list[str] = []
+            for body in bodies:
+                resolved = core.Resolved.from_dict(body)
+                if tstate.applied(resolved):
+                    REPLAYS.inc()  # already folded (and perhaps closed and emitted) before a restart
+                    continue
+                day = cal.day_of(resolved.ts_ms)
+                late = False
+                if mark is not None and day.end_ms + grace_ms <= mark:
+                    late = True
+                    LATE.inc()
+                    day = cal.day_of(mark - grace_ms)  # the open day
+                    log.warning("netchange.late_event", trainee_id=trainee, entity=resolved.table,
+                                entity_id=resolved.entity_id, folded_into=day.label)
+                tstate = tstate.after(resolved, core.person_apply(tstate.history, day, resolved))
+                touched = True
+                FOLDED.inc()
+                if day.label not in folds:
+                    raw = _read(days, f"{trainee}|{day.label}".encode())
+                    folds[day.label] = core.fold_from_dict(orjson.loads(raw)["f"]) if raw else None
+                folded = core.fold(folds[day.label], resolved, late=late)
+                if folded is None:
+                    continue
+                folds[day.label] = folded
+                if day.label not in dirty:
+                    dirty.append(day.label)
+            if touched:
+                trainees[tkey] = tstate.dump()
+            for label in dirty:
+                days[f"{trainee}|{label}".encode()] = orjson.dumps(
+                    {"p": partition, "d": label, "t": trainee, "f": core.fold_to_dict(folds[label])})
+                if partition in index:
+                    index[partition].setdefault(label, set()).add(trainee)
+
     @app.agent(resolved_topic, concurrency=1)
     async def fold(stream: Any) -> None:
         async for event in stream.events():
             partition = event.message.partition
             if event.key == TICK:
                 await close_days(partition, orjson.loads(event.value)["tick"])
-                continue
-            trainee = event.key.decode()
-            resolved = core.Resolved.from_dict(orjson.loads(event.value))
-            tstate = _TraineeState.load(trainees.get(event.key))
-            if tstate.applied(resolved):
-                REPLAYS.inc()  # already folded (and perhaps closed and emitted) before a restart
-                continue
-            day = cal.day_of(resolved.ts_ms)
-            raw_mark = marks.get(b"p%d" % partition)
-            late = False
-            if raw_mark is not None and day.end_ms + grace_ms <= int(raw_mark):
-                late = True
-                LATE.inc()
-                day = cal.day_of(int(raw_mark) - grace_ms)  # the open day
-                log.warning("netchange.late_event", trainee_id=trainee, entity=resolved.table,
-                            entity_id=resolved.entity_id, folded_into=day.label)
-            new_hist = core.person_apply(tstate.history, day, resolved)
-            trainees[event.key] = tstate.after(resolved, new_hist).dump()
-            FOLDED.inc()
-            key = f"{trainee}|{day.label}".encode()
-            raw = days.get(key)
-            current = core.fold_from_dict(orjson.loads(raw)["f"]) if raw else None
-            folded = core.fold(current, resolved, late=late)
-            if folded is None:
-                continue
-            days[key] = orjson.dumps({"p": partition, "d": day.label, "t": trainee, "f": core.fold_to_dict(folded)})
-            if partition in index:
-                index[partition].setdefault(day.label, set()).add(trainee)
+            elif event.key == PACK:
+                fold_entries(partition, orjson.loads(event.value))
+            else:  # one change keyed by its trainee (the format before packs)
+                fold_entries(partition, [(event.key.decode(), orjson.loads(event.value))])
 
     @app.on_partitions_revoked.connect
     async def _forget_index(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -309,6 +365,65 @@ class _TraineeState:
 
     def replace_history(self, history: core.PersonHistory) -> _TraineeState:
         return _TraineeState(history, self.seen)
+
+
+class _Packs:
+    """Resolved changes waiting to be sent on the re-key hop, one pack per partition of that topic,
+    and the CDC events they came from (acknowledged only once their packs are delivered)."""
+
+    MAX_BYTES = 700_000  # under the broker's and the producer's 1 MB message limit
+
+    def __init__(self, partitions: int, max_events: int, max_seconds: float) -> None:
+        self.partitions, self.max_events, self.max_seconds = partitions, max_events, max_seconds
+        self._reset()
+
+    def _reset(self) -> None:
+        self.events: list[Any] = []
+        self.acker: Any = None
+        self.bodies: dict[int, list[bytes]] = {}
+        self.sizes: dict[int, int] = {}
+        self.entities: dict[bytes, int] = {}
+        self.since = 0.0
+
+    def hold(self, event: Any, acker: Any) -> None:
+        self.since = self.since or time.monotonic()
+        self.events.append(event)
+        self.acker = acker
+
+    def touches(self, entity: bytes) -> int:
+        return self.entities.get(entity, 0)
+
+    def add(self, entity: bytes, owners: Any, body: dict[str, Any]) -> None:
+        self.since = self.since or time.monotonic()
+        self.entities[entity] = self.entities.get(entity, 0) + 1
+        for trainee in owners:
+            item = orjson.dumps([trainee, body])
+            partition = partition_of(trainee, self.partitions)
+            self.bodies.setdefault(partition, []).append(item)
+            self.sizes[partition] = self.sizes.get(partition, 0) + len(item) + 1
+
+    def full(self) -> bool:
+        return len(self.events) >= self.max_events or any(size >= self.MAX_BYTES for size in self.sizes.values())
+
+    def stale(self) -> bool:
+        return bool(self.events) and time.monotonic() - self.since >= self.max_seconds
+
+    def take(self) -> tuple[list[tuple[int, bytes]], list[Any], Any]:
+        bodies = [(p, b"[" + b",".join(items) + b"]") for p, items in sorted(self.bodies.items())]
+        events, acker = self.events, self.acker
+        self._reset()
+        return bodies, events, acker
+
+
+def _read(table: Any, key: bytes) -> bytes | None:
+    """One store lookup (``table.get`` asks the store twice: ``key in`` and then ``[key]``)."""
+    return table.data.get(key)  # type: ignore[no-any-return]
+
+
+def partition_of(trainee: str, partitions: int) -> int:
+    """The re-key hop's partition of a trainee: Kafka's default partitioner (murmur2 of the key), so a
+    pack lands where a single change keyed by that trainee would."""
+    return (murmur2(trainee.encode()) & 0x7FFFFFFF) % partitions
 
 
 def _rocksdb_options() -> dict[str, Any]:
