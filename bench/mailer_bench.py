@@ -13,11 +13,18 @@ One run, same sink, same message size, same number of connections (``--connectio
   ``--connections`` at a time.
 * ``smtp_source_reused`` / ``smtp_source_new``: Postfix ``smtp-source -s <connections>`` with and
   without ``-d`` (reuse the session).
+* ``*_cpu_ms_per_email``: CPU (user + system) of the mailer process, or of the bare loop, per email
+  while sending: the machine's other load moves throughput a lot and this little, so the ratio of
+  the two (``cpu_ratio_aiosmtplib_pooled_to_mailer``) says what the code costs.
+* ``--compare-tree DIR`` runs the mailer of another source tree too (an earlier commit:
+  ``git archive <commit> | tar -x -C DIR``), and ``--rounds N`` repeats (compare tree, mailer, bare
+  loop) N times, alternating; medians are reported and the ratios are taken within each round.
 
 Needs the local stack (``trainee-notify stack up``) and ``/usr/sbin/smtp-sink`` (Debian ``postfix``).
 Prints one JSON object. Never a test: figures depend on the machine.
 
     .venv/bin/python bench/mailer_bench.py --stack .stack --emails 2000 --connections 8 [--profile out.prof]
+        [--compare-tree /tmp/before --rounds 3]
 """
 
 from __future__ import annotations
@@ -153,6 +160,12 @@ def ledger_progress(dsn: str, run: str) -> tuple[int, Any, Any]:
     return int(row[0]), row[1], row[2]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux /proc): a figure the other load on the machine barely moves."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # the mailer with composition replaced by a cached email: what everything but rendering costs
 STUB_RENDER = """
 import sys
@@ -172,7 +185,7 @@ main()
 
 
 def whole_mailer(stack: dict[str, Any], port: int, emails: int, connections: int, profile: Path | None,
-                 log_dir: Path, stub_render: bool = False) -> dict[str, float]:
+                 log_dir: Path, stub_render: bool = False, tree: Path = ROOT) -> dict[str, float]:
     run = f"bench{uuid.uuid4().hex[:8]}"
     topic = f"bench-netchange-{run}"
     produce(stack["bootstrap"], topic, [f"{run}-{i}" for i in range(emails)])
@@ -181,6 +194,8 @@ def whole_mailer(stack: dict[str, Any], port: int, emails: int, connections: int
            "TN_SMTP_PORT": str(port), "TN_SMTP_POOL_SIZE": str(connections), "TN_SMTP_RATE_PER_SECOND": "100000",
            "TN_SEND_IMMEDIATELY": "true", "TN_METRICS_PORT": str(free_port()), "TN_LOG_LEVEL": "WARNING",
            "TN_BATCH_SIZE": "500"}
+    if tree != ROOT:  # another source tree (an earlier version): its services package comes first
+        env["PYTHONPATH"] = str(tree)
     cmd = [sys.executable, "-m", "services.cli", "mailer", "run"]
     if stub_render:
         cmd = [sys.executable, "-c", STUB_RENDER]
@@ -189,13 +204,17 @@ def whole_mailer(stack: dict[str, Any], port: int, emails: int, connections: int
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "services.cli", "mailer", "run"]
     log = open(log_dir / f"{run}.log", "wb")  # noqa: SIM115
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=tree, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cpu_from: tuple[int, float] | None = None  # (sent, CPU seconds) when the first emails were sent
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             sent, first, last = ledger_progress(stack["pg_dsn"], run)
+            cpu = cpu_seconds(proc.pid) if proc.poll() is None else 0.0
             if sent >= emails:
                 break
+            if cpu_from is None and sent > 0:
+                cpu_from = (sent, cpu)
             if proc.poll() is not None:
                 raise SystemExit(f"the mailer exited ({proc.returncode}): see {log.name}")
             time.sleep(0.2)
@@ -205,7 +224,10 @@ def whole_mailer(stack: dict[str, Any], port: int, emails: int, connections: int
         proc.wait(60)
         log.close()
     span = (last - first).total_seconds()
-    return {"mailer": (sent - 1) / span, "mailer_from_process_start": sent / end_to_end}
+    figures = {"mailer": (sent - 1) / span, "mailer_from_process_start": sent / end_to_end}
+    if cpu_from is not None and sent > cpu_from[0]:
+        figures["mailer_cpu_ms_per_email"] = (cpu - cpu_from[1]) / (sent - cpu_from[0]) * 1000
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -216,6 +238,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the mailer process here")
     parser.add_argument("--no-stub", action="store_true", help="skip the run with composition stubbed out")
+    parser.add_argument("--compare-tree", type=Path, metavar="DIR",
+                        help="also run the mailer of this source tree (e.g. `git archive HEAD | tar -x -C DIR`), "
+                        "alternating with this one, for a before/after within one run")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of (compare tree,) mailer, bare loop; medians reported")
     args = parser.parse_args()
     if not shutil.which(SINK) or not shutil.which(SOURCE):
         raise SystemExit("needs Postfix's smtp-sink and smtp-source (Debian package postfix)")
@@ -225,13 +252,23 @@ def main() -> None:
     sink = start_sink(port)
     figures: dict[str, Any] = {"emails": args.emails, "connections": args.connections, "message_bytes": len(message),
                                "cpus": os.cpu_count()}
+    rounds: list[dict[str, float]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp:
-            figures |= whole_mailer(stack, port, args.emails, args.connections, args.profile, Path(tmp))
+            for _ in range(args.rounds):  # the variants alternate, so a change of load hits them alike
+                one: dict[str, float] = {}
+                if args.compare_tree is not None:
+                    before = whole_mailer(stack, port, args.emails, args.connections, None, Path(tmp),
+                                          tree=args.compare_tree.resolve())
+                    one |= {k.replace("mailer", "mailer_compare_tree", 1): v for k, v in before.items()}
+                one |= whole_mailer(stack, port, args.emails, args.connections, args.profile, Path(tmp))
+                cpu0 = time.process_time()
+                one["aiosmtplib_pooled"] = asyncio.run(bare_pooled(port, args.emails, args.connections, message))
+                one["aiosmtplib_pooled_cpu_ms_per_email"] = (time.process_time() - cpu0) / args.emails * 1000
+                rounds.append(one)
             if not args.no_stub:
                 stubbed = whole_mailer(stack, port, args.emails, args.connections, None, Path(tmp), stub_render=True)
-                figures["mailer_without_composition"] = stubbed["mailer"]
-        figures["aiosmtplib_pooled"] = asyncio.run(bare_pooled(port, args.emails, args.connections, message))
+                figures |= {k.replace("mailer", "mailer_without_composition", 1): v for k, v in stubbed.items()}
         figures["aiosmtplib_new_connection"] = asyncio.run(
             bare_new_connection(port, args.emails, args.connections, message))
         figures["smtp_source_reused"] = smtp_source(port, args.emails, args.connections, len(message), reuse=True)
@@ -239,9 +276,22 @@ def main() -> None:
     finally:
         os.killpg(sink.pid, signal.SIGTERM)
         sink.wait(10)
-    figures = {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
-    figures["ratio_mailer_to_aiosmtplib_pooled"] = round(figures["mailer"] / figures["aiosmtplib_pooled"], 3)
+    for key in rounds[0]:  # the median of the rounds; each round's figure too when there are several
+        runs = [r[key] for r in rounds]
+        figures[key] = sorted(runs)[len(runs) // 2]
+        if len(runs) > 1:
+            figures[f"{key}_rounds"] = [round(v, 3 if "cpu_ms" in key else 1) for v in runs]
+    ratios = [r["mailer"] / r["aiosmtplib_pooled"] for r in rounds]  # within a round
+    figures = {k: round(v, 3 if "cpu_ms" in k else 1) if isinstance(v, float) else v for k, v in figures.items()}
+    figures["ratio_mailer_to_aiosmtplib_pooled"] = round(sorted(ratios)[len(ratios) // 2], 3)
+    figures["cpu_ratio_aiosmtplib_pooled_to_mailer"] = round(
+        figures["aiosmtplib_pooled_cpu_ms_per_email"] / figures["mailer_cpu_ms_per_email"], 3)
     figures["ratio_mailer_to_smtp_source_reused"] = round(figures["mailer"] / figures["smtp_source_reused"], 3)
+    if args.compare_tree is not None:
+        before_ratios = sorted(r["mailer_compare_tree"] / r["aiosmtplib_pooled"] for r in rounds)
+        speedups = sorted(r["mailer"] / r["mailer_compare_tree"] for r in rounds)
+        figures["ratio_compare_tree_to_aiosmtplib_pooled"] = round(before_ratios[len(rounds) // 2], 3)
+        figures["speedup_over_compare_tree"] = round(speedups[len(rounds) // 2], 2)
     print(json.dumps(figures, indent=2))
 
 

@@ -51,8 +51,9 @@ async def main_async() -> int:
     ledger = Ledger(settings.ledger_dsn, settings.instance_id, settings.ledger_lease_seconds,
                     settings.ledger_pool_size)
     await ledger.open()
+    # status events are batched (linger); a commit waits for them anyway (producer.flush)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                client_id=settings.instance_id)
+                                linger_ms=5, client_id=settings.instance_id)
     await producer.start()
     pool = SmtpPool(settings)
     contacts = Contacts.from_json(settings.contacts_file) if settings.contacts_file else Contacts.default()

@@ -130,6 +130,7 @@ def _html_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # packaged templates do not change while we run: no stat per email
     )
 
 
@@ -142,6 +143,7 @@ def _text_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # packaged templates do not change while we run: no stat per email
         keep_trailing_newline=True,
     )
 
@@ -188,9 +190,11 @@ def _compose(
         mid = normalise_message_id(message_id)
     except Refused as refused:
         return refused.refusal
+    # ``to`` is validated (a dot-atom local part, an ASCII domain): built from its parts, not parsed again
+    local_part, _, domain = to.rpartition("@")
     headers = {
         "From": sender,
-        "To": str(Address(display_name=display_name, addr_spec=to)) if display_name else to,
+        "To": str(Address(display_name=display_name, username=local_part, domain=domain)) if display_name else to,
         "Subject": subject,
         "Message-ID": mid,
         "Auto-Submitted": "auto-generated",

@@ -93,6 +93,7 @@ class Mailer:
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set: the relay refused us, send nothing more
     renderer: Renderer | None = None  # None: compose and render on the event loop
     _inflight: dict[str, asyncio.Event] = field(default_factory=dict)
+    _claimed: dict[str, tuple[Notification, Claim]] = field(default_factory=dict)  # by claim_batch, not yet used
 
     def __post_init__(self) -> None:
         if self.renderer is None:
@@ -148,8 +149,9 @@ class Mailer:
             await self.deliver(n, record, raw)
 
     async def deliver(self, n: Notification, record: dict[str, Any], raw: bytes) -> None:
-        unsent = unsent_reason(record)
-        if unsent is Status.SUPPRESSED or (unsent is Status.NO_ADDRESS and n.kind is Kind.DIGEST):
+        if not needs_claim(n, record):
+            unsent = unsent_reason(record)
+            assert unsent is not None
             reason = (record.get("suppressed") or "no notifiable change") if unsent is Status.SUPPRESSED else "no address"
             if await self.ledger.record_final(n, unsent, reason):
                 await self.status(n, unsent, reason=reason)
@@ -175,10 +177,39 @@ class Mailer:
             del self._inflight[notification_id]
             done.set()
 
+    # ------------------------------------------------------------------ claims
+    async def claim_batch(self, items: Sequence[Inbound]) -> None:
+        """Claim, in one transaction, every notification of ``items`` that will need a claim (the
+        first record of each id; a duplicate claims on its own once the first is done)."""
+        wanted: dict[str, Notification] = {}
+        for item in items:
+            if item.record is None:
+                continue
+            for n in notifications(item.record):
+                if n.notification_id not in wanted and n.notification_id not in self._inflight and needs_claim(
+                        n, item.record):
+                    wanted[n.notification_id] = n
+        claims = await self.ledger.claim_many(list(wanted.values()))
+        self._claimed.update({nid: (wanted[nid], claim) for nid, claim in claims.items()})
+
+    async def unclaim_unused(self) -> None:
+        """After a batch: the claims of records that were not started (a drain, a halt, a fault) are
+        released, and an UNCERTAIN found by the claim is reported as it would have been when used."""
+        unused, self._claimed = self._claimed, {}
+        await self.ledger.release(*(nid for nid, (_, c) in unused.items() if c.decision is Decision.SEND))
+        for n, claim in unused.values():
+            if claim.decision is Decision.UNCERTAIN:
+                await self._report_uncertain(n, claim)
+
+    async def _report_uncertain(self, n: Notification, claim: Claim) -> None:
+        await self.status(n, Status.UNCERTAIN, generation=claim.generation, reason=DIED_IN_DATA)
+        OUTCOMES.labels("UNCERTAIN").inc()
+
     async def _claim(self, n: Notification) -> Claim | None:
-        """The ledger's claim, waiting while another live instance holds it; None when there is
-        nothing to send."""
-        claim = await self.ledger.claim(n)
+        """The ledger's claim (made for the batch, else now), waiting while another live instance
+        holds it; None when there is nothing to send."""
+        claimed = self._claimed.pop(n.notification_id, None)
+        claim = claimed[1] if claimed is not None else await self.ledger.claim(n)
         waited = 0.0
         while claim.decision is Decision.BUSY and waited < self.settings.ledger_lease_seconds * 2:
             if self.stop.is_set() or self.halt.is_set():
@@ -191,8 +222,7 @@ class Mailer:
             log.info("mail.replay_skipped", notification_id=n.notification_id, status=claim.status)
             return None
         if claim.decision is Decision.UNCERTAIN:
-            await self.status(n, Status.UNCERTAIN, generation=claim.generation, reason=DIED_IN_DATA)
-            OUTCOMES.labels("UNCERTAIN").inc()
+            await self._report_uncertain(n, claim)
             return None
         if claim.decision is Decision.BUSY:
             raise RuntimeError(f"notification {n.notification_id} is held by another live instance")
@@ -267,6 +297,13 @@ class Mailer:
             raise Abandoned(n.notification_id)
 
 
+def needs_claim(n: Notification, record: dict[str, Any]) -> bool:
+    """False when the outcome is decided without sending (recorded as final, no claim): a suppressed
+    record, or a digest without an address."""
+    unsent = unsent_reason(record)
+    return not (unsent is Status.SUPPRESSED or (unsent is Status.NO_ADDRESS and n.kind is Kind.DIGEST))
+
+
 def decode(raw: bytes) -> dict[str, Any]:
     """A net-change record; ValueError (with a reason free of content) when it cannot be read."""
     try:
@@ -323,7 +360,8 @@ def committable(items: Sequence[Inbound]) -> dict[TopicPartition, int]:
 
 async def process(mailer: Mailer, items: list[Inbound]) -> BaseException | None:
     """Handle a batch, concurrently up to twice the SMTP pool; returns the first fault (if any).
-    Records not started when a drain or a halt begins are left undone."""
+    The batch's notifications are claimed together first; records not started when a drain or a
+    halt begins are left undone and their claims released."""
     slots = asyncio.Semaphore(mailer.settings.smtp_pool_size * 2)
 
     async def one(item: Inbound) -> None:
@@ -333,7 +371,14 @@ async def process(mailer: Mailer, items: list[Inbound]) -> BaseException | None:
             await mailer.handle(item.raw, item.record)
             item.done = True
 
-    results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
+    try:
+        try:
+            await mailer.claim_batch(items)
+        except Exception as exc:  # noqa: BLE001 - nothing was started: a fault like any other
+            return exc
+        results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
+    finally:
+        await mailer.unclaim_unused()
     faults = [r for r in results if isinstance(r, BaseException) and not isinstance(r, Abandoned)]
     refused = [f for f in faults if isinstance(f, RelayRefused)]
     return (refused or faults or [None])[0]

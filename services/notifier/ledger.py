@@ -4,19 +4,25 @@ A row per notification id. A claim is an atomic insert-or-inspect with a lease, 
 instances that share only Kafka and this database never both send the same notification: the one
 without the live lease waits until the other records an outcome or its lease runs out.
 
-The claim is one server-side function (one round trip, one transaction); every other write is one
-statement. Connections come from a small pool so that concurrent sends do not queue behind one
-connection.
+Writes are group commits: the claims (and likewise the ``SENDING`` marks, and the outcomes) that
+concurrent sends ask for while a statement of that kind is in flight go together in the next one —
+a set-returning server-side function for claims, one ``UPDATE ... FROM unnest(...)`` for marks. A
+caller still waits for its own row to be written before it goes on (``SENDING`` before DATA, the
+outcome before the offset commit), so batching changes the number of round trips, not the order of
+anything; with one send in flight it is exactly the single-row statement. Connections come from a
+small pool so that the three kinds of statement do not queue behind one another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -96,18 +102,119 @@ BEGIN
     RETURN QUERY SELECT 'send'::text, r.generation, r.status, COALESCE(r.first_sent_at, r.sent_at);
 END
 $fn$;
+
+-- Many claims in one transaction (ids distinct, sorted by the caller so that two instances lock rows
+-- in the same order). New ids are inserted in one statement; the others are decided one by one by
+-- notify.claim, which also covers an id another instance inserted in the meantime.
+CREATE OR REPLACE FUNCTION notify.claim_many(p_ids text[], p_records text[], p_trainees text[], p_days text[],
+                                             p_kinds text[], p_owner text, p_lease double precision)
+RETURNS TABLE (o_id text, o_decision text, o_generation integer, o_status text, o_first_sent_at timestamptz)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    inserted text[];
+BEGIN
+    WITH ins AS (
+        INSERT INTO notify.ledger AS l (notification_id, record_id, trainee_id, day, kind, status, owner, lease_until)
+        SELECT u.id, u.rec, u.trainee, u.day, u.kind, 'PENDING', p_owner, now() + make_interval(secs => p_lease)
+          FROM unnest(p_ids, p_records, p_trainees, p_days, p_kinds) AS u(id, rec, trainee, day, kind)
+        ON CONFLICT (notification_id) DO NOTHING
+        RETURNING l.notification_id)
+    SELECT COALESCE(array_agg(ins.notification_id), '{}') INTO inserted FROM ins;
+    RETURN QUERY SELECT i, 'send'::text, 0, 'PENDING'::text, NULL::timestamptz FROM unnest(inserted) AS i;
+    RETURN QUERY
+        SELECT u.id, c.o_decision, c.o_generation, c.o_status, c.o_first_sent_at
+          FROM unnest(p_ids, p_records, p_trainees, p_days, p_kinds) AS u(id, rec, trainee, day, kind)
+         CROSS JOIN LATERAL notify.claim(u.id, u.rec, u.trainee, u.day, u.kind, p_owner, p_lease) AS c
+         WHERE u.id <> ALL (inserted);
+END
+$fn$;
 """
 
+_CLAIM = "SELECT * FROM notify.claim_many(%s, %s, %s, %s, %s, %s, %s)"
+
+# ids distinct and sorted (the row lock order); one row per id
 _MARK = (
-    "UPDATE notify.ledger SET status = %(status)s, message_id = COALESCE(%(message_id)s, message_id),"
-    " smtp_code = COALESCE(%(smtp_code)s, smtp_code), reason = %(reason)s, updated_at = now(),"
-    " attempts = attempts + %(attempt)s,"
-    " lease_until = CASE WHEN %(final)s THEN NULL ELSE now() + make_interval(secs => %(lease)s) END,"
-    " owner = CASE WHEN %(final)s THEN NULL ELSE owner END,"
-    " sent_at = CASE WHEN %(status)s = 'SENT' THEN now() ELSE sent_at END,"
-    " first_sent_at = CASE WHEN %(status)s = 'SENT' THEN COALESCE(first_sent_at, now()) ELSE first_sent_at END"
-    " WHERE notification_id = %(id)s"
+    "UPDATE notify.ledger l SET status = u.status, message_id = COALESCE(u.message_id, l.message_id),"
+    " smtp_code = COALESCE(u.smtp_code, l.smtp_code), reason = u.reason, updated_at = now(),"
+    " attempts = l.attempts + u.attempt,"
+    " lease_until = CASE WHEN u.final THEN NULL ELSE now() + make_interval(secs => %(lease)s) END,"
+    " owner = CASE WHEN u.final THEN NULL ELSE l.owner END,"
+    " sent_at = CASE WHEN u.status = 'SENT' THEN now() ELSE l.sent_at END,"
+    " first_sent_at = CASE WHEN u.status = 'SENT' THEN COALESCE(l.first_sent_at, now()) ELSE l.first_sent_at END"
+    " FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(message_ids)s::text[], %(codes)s::int[],"
+    " %(reasons)s::text[], %(attempts)s::int[], %(finals)s::boolean[])"
+    " AS u(id, status, message_id, smtp_code, reason, attempt, final)"
+    " WHERE l.notification_id = u.id"
 )
+
+# fenced on the owner: only rows this instance still holds go SENDING
+_MARK_SENDING = (
+    "UPDATE notify.ledger l SET status = 'SENDING', message_id = u.message_id, attempts = l.attempts + 1,"
+    " updated_at = now(), lease_until = now() + make_interval(secs => %(lease)s)"
+    " FROM unnest(%(ids)s::text[], %(message_ids)s::text[]) AS u(id, message_id)"
+    " WHERE l.notification_id = u.id AND l.owner = %(owner)s AND l.status IN ('PENDING', 'RETRYING')"
+    " RETURNING l.notification_id"
+)
+
+SENDING_LINGER = 0.0
+MARK_LINGER = 0.002
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[K, T, R]):
+    """Concurrent requests of one kind, written together: ``await group(key, item)`` returns the
+    result for ``item`` once a statement holding it has run. At most one statement is in flight;
+    requests that arrive meanwhile go in the next one (a key at most once per statement: a second
+    request for the same key waits for the next), after waiting ``linger`` seconds for more. A failed
+    statement fails every request in it."""
+
+    def __init__(self, run: Callable[[list[tuple[K, T]]], Awaitable[Sequence[R]]], linger: float = 0.0) -> None:
+        self._run = run
+        self._linger = linger  # how long the first request of a statement waits for company
+        self._pending: list[tuple[K, T, asyncio.Future[R]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __call__(self, key: K, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((key, item, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        return await done
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                if self._linger:
+                    await asyncio.sleep(self._linger)
+                batch: list[tuple[K, T, asyncio.Future[R]]] = []
+                later: list[tuple[K, T, asyncio.Future[R]]] = []
+                keys: set[K] = set()
+                for request in self._pending:
+                    (later if request[0] in keys else batch).append(request)
+                    keys.add(request[0])
+                self._pending = later
+                try:
+                    results = await self._run([(key, item) for key, item, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to every caller in the statement
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled (the loop is closing): so are the callers
+                    for _, _, done in batch:
+                        done.cancel()
+                    raise
+                for (_, _, done), result in zip(batch, results, strict=True):
+                    if not done.done():
+                        done.set_result(result)
+        finally:
+            self._writer = None
+            for _, _, done in self._pending:  # left only when this task was cancelled
+                done.cancel()
+            self._pending = []
 
 
 class Decision(StrEnum):
@@ -137,6 +244,11 @@ class Ledger:
         self._pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
                                          connection_class=AsyncConnection[DictRow],
                                          kwargs={"autocommit": True, "row_factory": dict_row})
+        self._claims: GroupCommit[str, Notification, Claim] = GroupCommit(self._claim_group)
+        # SENDING holds a connection until DATA: no lingering; an outcome only has to be written
+        # before the status event and the offset commit, so the marks of a few ms go together
+        self._sending: GroupCommit[str, str, bool] = GroupCommit(self._mark_sending_many, SENDING_LINGER)
+        self._marks: GroupCommit[str, dict[str, Any], None] = GroupCommit(self._mark_many, MARK_LINGER)
 
     async def open(self) -> None:
         await self._pool.open(wait=True)
@@ -157,28 +269,66 @@ class Ledger:
             cur = await conn.execute(query, params)
             return await cur.fetchone()
 
+    async def _fetchall(self, query: str, params: Any) -> list[dict[str, Any]]:
+        """One statement; retried when PostgreSQL broke a deadlock by aborting it (two instances
+        writing overlapping rows during a rebalance: the statement had no effect, so it is redone)."""
+        for attempt in range(3):
+            try:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(query, params)
+                    return await cur.fetchall() if cur.description else []
+            except errors.DeadlockDetected:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def claim(self, n: Notification) -> Claim:
-        row = await self._fetchone(
-            "SELECT * FROM notify.claim(%s, %s, %s, %s, %s, %s, %s)",
-            (n.notification_id, n.record_id, n.trainee_id, n.day, n.kind.value, self.owner, self.lease))
-        assert row is not None
-        return Claim(Decision(row["o_decision"]), row["o_generation"], row["o_status"], row["o_first_sent_at"])
+        """Claim ``n`` for this instance (with the claims of concurrent callers, in one transaction)."""
+        return await self._claims(n.notification_id, n)
+
+    async def claim_many(self, ns: Sequence[Notification]) -> dict[str, Claim]:
+        """Claim every notification of ``ns`` (distinct ids) in one transaction, by id."""
+        if not ns:
+            return {}
+        ns = sorted(ns, key=lambda n: n.notification_id)  # the same row lock order in every instance
+        rows = await self._fetchall(_CLAIM, (
+            [n.notification_id for n in ns], [n.record_id for n in ns], [n.trainee_id for n in ns],
+            [n.day for n in ns], [n.kind.value for n in ns], self.owner, self.lease))
+        return {row["o_id"]: Claim(Decision(row["o_decision"]), row["o_generation"], row["o_status"],
+                                   row["o_first_sent_at"]) for row in rows}
+
+    async def _claim_group(self, batch: list[tuple[str, Notification]]) -> list[Claim]:
+        claims = await self.claim_many([n for _, n in batch])
+        return [claims[key] for key, _ in batch]
 
     async def mark(self, notification_id: str, status: Status, *, message_id: str | None = None,
                    smtp_code: int | None = None, reason: str | None = None, attempt: bool = False) -> None:
-        await self._execute(_MARK, {
-            "status": status.value, "message_id": message_id, "smtp_code": smtp_code, "reason": reason,
-            "attempt": 1 if attempt else 0, "final": status in FINAL, "lease": self.lease, "id": notification_id})
+        """Record an attempt's result or an outcome (with the marks of concurrent callers, one statement)."""
+        await self._marks(notification_id, {"status": status.value, "message_id": message_id, "smtp_code": smtp_code,
+                                            "reason": reason, "attempt": 1 if attempt else 0,
+                                            "final": status in FINAL})
+
+    async def _mark_many(self, batch: list[tuple[str, dict[str, Any]]]) -> list[None]:
+        marks = [mark for _, mark in sorted(batch, key=lambda kv: kv[0])]
+        await self._fetchall(_MARK, {
+            "ids": sorted(key for key, _ in batch), "statuses": [m["status"] for m in marks],
+            "message_ids": [m["message_id"] for m in marks], "codes": [m["smtp_code"] for m in marks],
+            "reasons": [m["reason"] for m in marks], "attempts": [m["attempt"] for m in marks],
+            "finals": [m["final"] for m in marks], "lease": self.lease})
+        return [None] * len(batch)
 
     async def mark_sending(self, notification_id: str, message_id: str) -> bool:
         """Just before DATA: True when this instance still holds the claim (and has now marked it
-        SENDING); False when its lease ran out and another instance took the notification over."""
-        row = await self._fetchone(
-            "UPDATE notify.ledger SET status = 'SENDING', message_id = %s, attempts = attempts + 1,"
-            " updated_at = now(), lease_until = now() + make_interval(secs => %s)"
-            " WHERE notification_id = %s AND owner = %s AND status IN ('PENDING', 'RETRYING') RETURNING 1 AS held",
-            (message_id, self.lease, notification_id, self.owner))
-        return row is not None
+        SENDING); False when its lease ran out and another instance took the notification over.
+        Concurrent callers' marks go in one statement; each caller returns once its row is written."""
+        return await self._sending(notification_id, message_id)
+
+    async def _mark_sending_many(self, batch: list[tuple[str, str]]) -> list[bool]:
+        rows = sorted(batch)
+        held = {row["notification_id"] for row in await self._fetchall(_MARK_SENDING, {
+            "ids": [key for key, _ in rows], "message_ids": [mid for _, mid in rows], "lease": self.lease,
+            "owner": self.owner})}
+        return [key in held for key, _ in batch]
 
     async def record_final(self, n: Notification, status: Status, reason: str) -> bool:
         """An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: True when this
@@ -189,11 +339,14 @@ class Ledger:
             (n.notification_id, n.record_id, n.trainee_id, n.day, n.kind.value, status.value, reason))
         return row is not None
 
-    async def release(self, notification_id: str) -> None:
-        """Give up a claim without an outcome (a drain mid-retry): the next claim may take it at once."""
-        await self._execute(
-            "UPDATE notify.ledger SET owner = NULL, lease_until = now(), updated_at = now()"
-            " WHERE notification_id = %s AND owner = %s", (notification_id, self.owner))
+    async def release(self, *notification_ids: str) -> None:
+        """Give up claims without an outcome (a drain mid-retry, or before the send began): the next
+        claim may take them at once. Only a claim still PENDING or RETRYING is given up, never SENDING."""
+        if notification_ids:
+            await self._execute(
+                "UPDATE notify.ledger SET owner = NULL, lease_until = now(), updated_at = now()"
+                " WHERE notification_id = ANY(%s) AND owner = %s AND status IN ('PENDING', 'RETRYING')",
+                (sorted(notification_ids), self.owner))
 
     async def status(self, notification_id: str) -> dict[str, Any] | None:
         return await self._fetchone("SELECT * FROM notify.ledger WHERE notification_id = %s", (notification_id,))

@@ -15,7 +15,9 @@ import email.policy
 import email.utils
 import hashlib
 import quopri
+import re
 from email.message import EmailMessage
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from services.notifier.safety import check_header_value
@@ -44,15 +46,28 @@ def to_mime(composed: ComposedEmail, *, date: dt.datetime | None = None) -> Emai
 _ADDRESS_HEADERS = frozenset({"From", "To", "Reply-To", "Cc"})
 
 
+# one printable ASCII word: what RFC 2047 encoding and folding leave as it is when it fits on a line
+_ONE_WORD = re.compile(r"[\x21-\x7e]+")
+
+
 def _header_line(name: str, value: str) -> bytes:
     value = check_header_value(value)
     if name in _ADDRESS_HEADERS:
         display, addr = email.utils.parseaddr(value)
         value = email.utils.formataddr((display, addr), charset="utf-8")
+    elif _ONE_WORD.fullmatch(value) and len(name) + 2 + len(value) <= 78:
+        pass  # a Message-ID: written as it is (email.header.Header would return it unchanged)
     else:
         charset = "us-ascii" if value.isascii() else "utf-8"
         value = email.header.Header(value, charset, maxlinelen=78, header_name=name).encode(linesep="\r\n")
     return f"{name}: {value}\r\n".encode("ascii")
+
+
+# Headers that are the same for many emails (From, Subject of a day, the fixed ones, Date within a
+# second): encoded once.
+# The per-email ones (To, Message-ID) are not kept: a cache of them would only hold personal data.
+_PER_EMAIL_HEADERS = frozenset({"To", "Message-ID"})
+_shared_header_line = lru_cache(maxsize=256)(_header_line)
 
 
 def _qp_part(content_type: str, body: str) -> bytes:
@@ -71,8 +86,9 @@ def to_bytes(composed: ComposedEmail, *, date: dt.datetime | None = None) -> byt
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     boundary = "=_" + hashlib.sha256(composed.message_id.encode()).hexdigest()[:32]
-    head = b"".join(_header_line(k, v) for k, v in composed.headers.items())
-    head += _header_line("Date", email.utils.format_datetime(when))
+    head = b"".join((_header_line if k in _PER_EMAIL_HEADERS else _shared_header_line)(k, v)
+                    for k, v in composed.headers.items())
+    head += _shared_header_line("Date", email.utils.format_datetime(when))
     head += (f"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
              ).encode("ascii")
     sep = f"--{boundary}\r\n".encode("ascii")

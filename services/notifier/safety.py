@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
+from functools import lru_cache
 from typing import Any, Final
 
 import email_validator
@@ -124,9 +125,11 @@ def normalise_message_id(message_id: str) -> str:
     return text
 
 
+@lru_cache(maxsize=16)
 def sender_header(mail_from: str, allow_test_domains: bool) -> str:
     """The ``From`` header for ``mail_from`` (one address, optional display name), its address
-    validated; raises :class:`Refused` (``SENDER_NOT_VALID``) otherwise."""
+    validated; raises :class:`Refused` (``SENDER_NOT_VALID``) otherwise. The mailer has one sender:
+    parsed and validated once (a refusal is not cached, so it is raised every time)."""
     try:
         check_header_value(mail_from)
         header = email.policy.default.header_factory("From", mail_from)

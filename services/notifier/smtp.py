@@ -138,10 +138,22 @@ async def _transfer(client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPR
     protocol = client.protocol
     if protocol is None:
         raise SMTPServerDisconnected("connection lost")
-    body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+    body = data_body(message)
     protocol._response_pending = True
     protocol.write(body)
     return await protocol.read_response(timeout=client.timeout)
+
+
+def data_body(message: bytes) -> bytes:
+    """What goes on the wire after a 354, exactly as aiosmtplib writes it: every line end CRLF, a dot
+    at the start of a line doubled, the final dot. The regular expressions are skipped when they
+    would change nothing (a message already in CRLF without a leading dot: what ``to_bytes`` writes)."""
+    crlf = message.count(b"\r\n")
+    if not (message.endswith(b"\r\n") and message.count(b"\r") == crlf == message.count(b"\n")):
+        message = normalize_message_line_endings(message)
+    if message.startswith(b".") or b"\n." in message:
+        message = PERIOD_REGEX.sub(b"..", message)
+    return message + b".\r\n"
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> None:

@@ -519,20 +519,28 @@ def test_two_instances_in_one_group_with_a_rebalance_mid_batch_send_once(stack: 
     assert len(server.inbox.messages) == 600
 
 
-@pytest.mark.slow
 def test_kill_9_at_random_points_during_1000_records_sends_each_once(stack: Any, tmp_path: Path, smtp: Any) -> None:
     tids = [f"tkill-{uuid.uuid4().hex[:8]}" for _ in range(1000)]
     ids = [digest_id(t) for t in tids]
-    server = smtp()
+
+    async def script(server: Any, envelope: Any) -> None:
+        await asyncio.sleep(0.005)  # a relay that takes a moment, so kills also land during DATA
+
+    server = smtp(script)
     topic = new_topic(stack)
     produce(stack, topic, [record(t) for t in tids])
     group, rng = f"it-kill-{uuid.uuid4().hex[:8]}", random.Random(4242)
+    # kill when random shares of the records are done (not after random times: a fast mailer would
+    # finish before the first kill), then a random moment later
+    thresholds = sorted(rng.sample(range(50, 900), 6))
     svc = run_mailer(stack, tmp_path, server.port, topic, group=group, TN_BATCH_SIZE="100")
     kills = 0
-    while kills < 6:
-        time.sleep(rng.uniform(1.0, 4.0))
-        if set(statuses(stack, ids).values()) <= FINAL and len(statuses(stack, ids)) == len(ids):
-            break
+    for threshold in thresholds:
+        deadline = time.monotonic() + 120
+        while sum(v in FINAL for v in statuses(stack, ids).values()) < threshold:
+            assert time.monotonic() < deadline, f"stuck below {threshold} final after {kills} kills\n{svc.log()[-3000:]}"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.1))
         svc.kill()
         kills += 1
         svc = run_mailer(stack, tmp_path, server.port, topic, group=group, TN_BATCH_SIZE="100")
@@ -543,6 +551,7 @@ def test_kill_9_at_random_points_during_1000_records_sends_each_once(stack: Any,
     assert set(final.values()) <= {"SENT", "UNCERTAIN"}
     assert {m: n for m, n in seen.items() if m not in uncertain} == {mid(t): 1 for t in tids if mid(t) not in uncertain}
     assert all(seen.get(m, 0) <= 1 for m in uncertain)
+    assert kills == len(thresholds)
     assert len(uncertain) <= kills * 16, f"{len(uncertain)} uncertain after {kills} kills"
     print(f"\nkills={kills} uncertain={len(uncertain)} sent={len(seen)}")
 
@@ -700,6 +709,45 @@ async def test_ledger_claims_are_atomic_leased_and_fenced(stack: Any) -> None:
         await b.mark(sent.notification_id, Status.SENT, smtp_code=250)
         row = await b.status(sent.notification_id)
         assert row is not None and row["first_sent_at"] == done.first_sent_at and row["sent_at"] > done.first_sent_at
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_batched_ledger_writes_decide_each_notification_as_a_single_claim_would(stack: Any) -> None:
+    """A batch claim mixes new, finished, held-elsewhere and died-in-DATA notifications in one
+    transaction; concurrent SENDING marks go in one statement, fenced per row; outcomes likewise."""
+    from services.notifier.ledger import Decision, Ledger
+    from services.notifier.plan import Kind, Notification, Status
+
+    a, b = Ledger(stack.pg_dsn, "owner-a", 60), Ledger(stack.pg_dsn, "owner-b", 60)
+    await a.open()
+    await b.open()
+    try:
+        tids = [f"tbat-{uuid.uuid4().hex[:8]}" for _ in range(6)]
+        ns = [Notification(digest_id(t), Kind.DIGEST, f"{t}:{DAY}", t, DAY) for t in tids]
+        done, busy, dead = ns[0], ns[1], ns[2]
+        assert (await b.claim(done)).decision is Decision.SEND
+        await b.mark(done.notification_id, Status.SENT, smtp_code=250)
+        assert (await b.claim(busy)).decision is Decision.SEND
+        assert (await a.claim(dead)).decision is Decision.SEND and await a.mark_sending(dead.notification_id, "<d@y>")
+        claims = await a.claim_many(ns)  # a restarted owner-a: its own SENDING row is a death in DATA
+        assert {nid: c.decision for nid, c in claims.items()} == {
+            done.notification_id: Decision.DONE, busy.notification_id: Decision.BUSY,
+            dead.notification_id: Decision.UNCERTAIN, **{n.notification_id: Decision.SEND for n in ns[3:]}}
+
+        held = await asyncio.gather(*(a.mark_sending(n.notification_id, f"<{i}@y>") for i, n in enumerate(ns)))
+        assert held == [False, False, False, True, True, True]  # only the rows owner-a holds go SENDING
+        await asyncio.gather(a.mark(ns[3].notification_id, Status.SENT, smtp_code=250),
+                             a.mark(ns[4].notification_id, Status.FAILED, smtp_code=550, reason="no such user"),
+                             a.mark(ns[5].notification_id, Status.RETRYING, smtp_code=451, reason="later"))
+        rows = [await a.status(n.notification_id) for n in ns[3:]]
+        assert [(r["status"], r["smtp_code"], r["owner"], r["sent_at"] is not None) for r in rows if r] == [
+            ("SENT", 250, None, True), ("FAILED", 550, None, False), ("RETRYING", 451, "owner-a", False)]
+        await a.release(ns[5].notification_id)  # given up without an outcome: another owner may take it at once
+        assert (await b.claim(ns[5])).decision is Decision.SEND
+        finished = [done, dead, ns[3], ns[4]]
+        assert [c.decision for c in (await a.claim_many(finished)).values()] == [Decision.DONE] * 4
     finally:
         await a.close()
         await b.close()

@@ -85,3 +85,65 @@ def test_a_calendar_days_digests_go_from_the_send_time_next_morning_in_london() 
     # a short (test or demo) day goes as soon as it has closed
     assert send_after("2026-11-24T10:31:00Z", "07:00", "Europe/London") == dt.datetime(
         2026, 11, 24, 10, 31, tzinfo=dt.UTC)
+
+
+async def test_concurrent_ledger_writes_go_in_one_statement_and_each_caller_gets_its_own_result() -> None:
+    import asyncio
+
+    from services.notifier.ledger import GroupCommit
+
+    statements: list[list[tuple[str, int]]] = []
+
+    async def run(batch: list[tuple[str, int]]) -> list[int]:
+        statements.append(batch)
+        await asyncio.sleep(0.01)  # the round trip: requests arriving meanwhile wait for the next statement
+        return [item * 10 for _, item in batch]
+
+    group: GroupCommit[str, int, int] = GroupCommit(run)
+    first = await asyncio.gather(*(group(f"n{i}", i) for i in range(5)))
+    assert first == [0, 10, 20, 30, 40] and [len(s) for s in statements] == [5]
+
+    statements.clear()
+    # a key at most once per statement: the second request for n1 goes in the next one
+    again = await asyncio.gather(group("n1", 1), group("n2", 2), group("n1", 3))
+    assert again == [10, 20, 30] and statements == [[("n1", 1), ("n2", 2)], [("n1", 3)]]
+
+
+async def test_a_failed_ledger_statement_fails_every_caller_in_it_and_the_next_one_still_runs() -> None:
+    import asyncio
+
+    import pytest
+
+    from services.notifier.ledger import GroupCommit
+
+    calls = 0
+
+    async def run(batch: list[tuple[str, int]]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database gone")
+        return [item for _, item in batch]
+
+    group: GroupCommit[str, int, int] = GroupCommit(run)
+    results = await asyncio.gather(group("a", 1), group("b", 2), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert await group("c", 3) == 3
+    with pytest.raises(ConnectionError):
+        calls = 0
+        await group("d", 4)
+
+
+def test_the_data_body_is_what_aiosmtplib_would_write() -> None:
+    import random
+
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    from services.notifier.smtp import data_body
+
+    rng = random.Random(7)
+    pieces = [b"a", b".", b"\r", b"\n", b"\r\n", b"..", b" ", b"\r\n.\r\n"]
+    samples = [b"", b".", b"a\r\n", b"a\r\n.b\r\n", b"a\nb", b"a\r\n\r\n", b"\r\n.\r\n"]
+    samples += [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    for message in samples:
+        assert data_body(message) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
