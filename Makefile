@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo demo-stop test test-slow test-all unit lint bench up down
+.PHONY: help setup demo demo-stop test test-quick unit lint bench up down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,14 +17,11 @@ demo: setup ## run the whole pipeline on a local stack with ~1,000 trainees and 
 demo-stop: ## stop the demo's services and the local stack
 	$(VENV)/trainee-notify demo stop
 
-test: setup ## the everyday suite: unit, contract and integration on real Kafka/Debezium/PostgreSQL/SMTP
-	$(VENV)/pytest -m "not slow" -q
-
-test-slow: setup ## the crash, kill -9 and rebalance tests
-	$(VENV)/pytest -m slow -q
-
-test-all: setup ## everything
+test: setup ## everything: unit, contract and integration (crash, kill -9, rebalance) on real Kafka/Debezium/PostgreSQL/SMTP
 	$(VENV)/pytest -q
+
+test-quick: setup ## the same without the slow group (crash, kill -9, rebalance)
+	$(VENV)/pytest -m "not slow" -q
 
 unit: ## pure tests only, no servers (seconds)
 	$(VENV)/pytest tests/unit tests/contract -q

@@ -54,6 +54,10 @@ class AggregatorSettings(KafkaSettings, DaySettings):
     pack_events: int = Field(2000, ge=1, description="resolved changes carried per partition in one message of "
                              "the re-key hop (events are acknowledged after their pack is delivered)")
     pack_seconds: float = Field(0.2, gt=0, description="longest a resolved change waits for its pack")
+    stall_seconds: float = Field(120.0, gt=0, description="no event processed this long while its partitions "
+                                 "have lag: /healthz fails and the stall is logged with what is pending")
+    exit_on_stall: bool = Field(True, description="after a stall, exit (code 3) so the supervisor restarts the "
+                                "worker; state and offsets are in Kafka, so a restart is safe")
 
 
 class SmtpSettings(_Base):

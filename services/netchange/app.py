@@ -5,10 +5,15 @@ Two agents, both ``concurrency=1`` (faust #606):
 * ``resolve``: CDC topics → the core's :func:`~services.netchange.core.resolve`, with each entity's
   :class:`~services.netchange.core.Known` state in the ``known`` table (co-partitioned with the CDC
   topics, which Debezium keys by primary key). Each resolved change is re-keyed to every trainee it
-  touches (old and new owner of a moved record) on the ``resolved`` topic. Malformed envelopes go to
-  the CDC dead-letter topic with the reason and their coordinates in headers.
+  touches (old and new owner of a moved record) on the ``resolved`` topic, in *packs*: one message
+  per partition of that topic carries up to ``TN_PACK_EVENTS`` changes (or what ``TN_PACK_SECONDS``
+  gathered), partitioned as a message keyed by the trainee would be. The stream's acknowledgements are
+  manual: a CDC event is acknowledged (so its offset may be committed) only after the pack carrying
+  its change is delivered. Malformed envelopes go to the CDC dead-letter topic with the reason and
+  their coordinates in headers.
 * ``fold``: the ``resolved`` topic, keyed by trainee → per (trainee, London day) folds in the ``days``
-  table and per trainee (``trainees``) the personal-details history and the last position applied per entity. Tick records carrying the watermark
+  table and per trainee (``trainees``) the personal-details history and the last position applied per
+  entity; each trainee of a pack is read and written once. Tick records carrying the watermark
   reach every partition; a tick closes the days of *that* partition whose end + grace it has passed:
   records are produced and acknowledged first, state deleted after, so a crash re-emits identical
   records (same key) and never loses one.
@@ -20,6 +25,9 @@ connector's progress. faust's windowed tables and ``on_window_close`` are not us
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 import time
 from collections import defaultdict
 from typing import Any
@@ -33,6 +41,7 @@ from services import logs, serde
 from services.netchange import core
 from services.netchange.cdc import ENTITIES, MalformedEnvelope, parse_envelope
 from services.netchange.days import Calendar
+from services.netchange.stall import Verdict, Watch
 from services.netchange.watermark import Clock, WallClock, watermark
 from services.settings import AggregatorSettings
 
@@ -47,6 +56,7 @@ FOLDED = Counter("netchange_events_folded_total", "resolved changes folded into 
 LATE = Counter("netchange_late_events_total", "events that arrived after their day closed")
 DEAD = Counter("netchange_dead_letters_total", "envelopes sent to the CDC dead-letter topic", ["reason"])
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
+STALLED = Gauge("netchange_stalled", "1 when no event was processed for TN_STALL_SECONDS while there is lag")
 WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
 PACKS = Counter("netchange_packs_sent_total", "messages of resolved changes sent on the re-key hop")
 TICK = b"__tick__"
@@ -106,6 +116,9 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                       options=_rocksdb_options())
 
     progress: dict[str, int] = {}
+    # what each stage is doing right now, and when it last did something (the stall watchdog reads it)
+    doing: dict[str, float] = {}
+    watch = Watch(settings.stall_seconds, moved={"resolve": time.monotonic(), "fold": time.monotonic()})
     # partition -> day label -> trainees with an open fold; rebuilt from ``days`` after a rebalance
     index: dict[int, dict[str, set[str]]] = {}
 
@@ -126,9 +139,11 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         if not packs.events:
             return
         bodies, events, acker = packs.take()
+        doing["flush"] = time.monotonic()
         futures = [await resolved_topic.send(key=PACK, value=body, partition=partition, force=True)
                    for partition, body in bodies]
         await asyncio.gather(*futures)
+        doing.pop("flush", None)
         PACKS.inc(len(futures))
         for e in events:
             await acker.ack(e)
@@ -137,6 +152,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     async def resolve(stream: Any) -> None:
         manual = stream.noack()
         async for event in manual.events():
+            watch.progress("resolve", time.monotonic())
             async with packing:
                 await resolve_one(event)
                 packs.hold(event, manual)  # after: a flush inside resolve_one must not acknowledge it
@@ -245,7 +261,9 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                     log.debug("netchange.emitted", record_id=record["id"], changes=len(record["changes"]),
                               suppressed=record["suppressed"], late=record["late"])
                 closed.append((key, trainee, tstate, day))
+            doing["close"] = time.monotonic()
             await asyncio.gather(*pending)  # acknowledged by the broker before the state goes
+            doing.pop("close", None)
             for key, trainee, tstate, day in closed:
                 del days[key]
                 trimmed = core.person_trim(tstate.history, day.end_ms)
@@ -305,6 +323,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     @app.agent(resolved_topic, concurrency=1)
     async def fold(stream: Any) -> None:
         async for event in stream.events():
+            watch.progress("fold", time.monotonic())
             partition = event.message.partition
             if event.key == TICK:
                 await close_days(partition, orjson.loads(event.value)["tick"])
@@ -321,8 +340,87 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+
+    def lagging(stage: str) -> list[str]:
+        """The stage's input partitions whose newest offset is past what this worker has committed."""
+        consumer = app.consumer
+        out = []
+        for tp in consumer.assignment():
+            if (tp.topic == resolved_topic.get_topic_name()) != (stage == "fold"):
+                continue
+            if stage == "resolve" and tp.topic not in cdc.topics:
+                continue
+            # faust keeps no public view of its committed offsets; +1 spares an off-by-one between the
+            # offset it commits and the one it last acknowledged (ticks keep the fold's input moving)
+            committed = consumer._committed_offset.get(tp)
+            high = consumer.highwater(tp)
+            if high is not None and high > (committed or 0) + 1:
+                out.append(f"{tp.topic}:{tp.partition}")
+        return sorted(out)
+
+    def starved() -> list[Any]:
+        """Assigned input partitions faust is not fetching (its buffer flow control can leave a partition
+        out after a rebalance; the stage then waits for events that never come)."""
+        consumer = app.consumer
+        active = consumer._active_partitions  # no public view either
+        if active is None:
+            return []
+        inputs = set(cdc.topics) | {resolved_topic.get_topic_name()}
+        return sorted((tp for tp in consumer.assignment() if tp.topic in inputs and tp not in active),
+                      key=lambda tp: (tp.topic, tp.partition))
+
+    async def skipped(names: list[str]) -> dict[Any, int | None]:
+        """Lagging input partitions whose records the Kafka client has fetched (its position is past
+        them) but faust never handed to the stage: faust drops a fetched record whose partition is not
+        in its active set at that moment (around a rebalance), and nothing fetches it again. Maps each
+        to the offset to fetch again from (None: from the beginning, nothing was committed)."""
+        consumer = app.consumer
+        out: dict[Any, int | None] = {}
+        for tp in consumer.assignment():
+            if f"{tp.topic}:{tp.partition}" not in names:
+                continue
+            committed = consumer._committed_offset.get(tp)
+            read = consumer._read_offset.get(tp)
+            position = await consumer.position(tp)
+            delivered = max(read if read is not None else -1, committed if committed is not None else -1)
+            if position is not None and position > delivered + 1:
+                out[tp] = committed
+        return out
+
+    @app.timer(interval=max(1.0, min(10.0, settings.stall_seconds / 4)))
+    async def watchdog() -> None:
+        now = time.monotonic()
+        left_out = starved()
+        busy = app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set()
+        behind_now = [tp for stage in ("resolve", "fold") for tp in lagging(stage)] if not busy else []
+        lost = await skipped(behind_now) if behind_now else {}
+        verdict, behind = watch.check(now, busy=busy, lagging=lagging, starved=bool(left_out or lost))
+        STALLED.set(1 if verdict in (Verdict.STALLED, Verdict.STILL) else 0)
+        if verdict is Verdict.HEAL:
+            log.warning("aggregator.healing", lagging=behind,
+                        not_fetched=[f"{tp.topic}:{tp.partition}" for tp in left_out],
+                        refetch={f"{tp.topic}:{tp.partition}": offset for tp, offset in lost.items()})
+            app.consumer._buffered_partitions.difference_update(left_out)
+            app.consumer.resume_partitions(left_out)
+            for tp, offset in lost.items():  # replays are idempotent (by Debezium position)
+                # nothing committed: from the start (the client resets to the earliest offset kept)
+                await app.consumer.seek(tp, offset or 0)
+        elif verdict is Verdict.STALLED:
+            log.error("aggregator.stalled", idle_seconds={k: round(v, 1) for k, v in watch.idle(now).items()},
+                      lagging=behind, waiting_on={k: round(now - v, 1) for k, v in doing.items()},
+                      not_fetched=[f"{tp.topic}:{tp.partition}" for tp in left_out],
+                      held_events=len(packs.events), packing_locked=packing.locked(),
+                      offsets=_offsets_of(app.consumer, behind), exiting=settings.exit_on_stall)
+            if settings.exit_on_stall:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(3)  # a restart is safe: state and offsets are in Kafka (as after kill -9)
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
+        if watch.stalled_at:
+            return web.json({"status": "stalled"}, status=503)
         return web.json({"status": "ok"})
 
     @app.page("/readyz")
@@ -418,6 +516,27 @@ class _Packs:
 def _read(table: Any, key: bytes) -> bytes | None:
     """One store lookup (``table.get`` asks the store twice: ``key in`` and then ``[key]``)."""
     return table.data.get(key)  # type: ignore[no-any-return]
+
+
+def _offsets_of(consumer: Any, names: list[str]) -> dict[str, Any]:
+    """For a stall report: what faust has read and committed, and what the Kafka client holds back."""
+    out: dict[str, Any] = {}
+    try:
+        client = consumer._thread._ensure_consumer()
+        paused = {f"{tp.topic}:{tp.partition}" for tp in client.paused()}
+        for tp in consumer.assignment():
+            name = f"{tp.topic}:{tp.partition}"
+            if name in names:
+                acked = consumer._acked.get(tp) or []
+                out[name] = {"read": consumer._read_offset.get(tp), "committed": consumer._committed_offset.get(tp),
+                             "acked": [min(acked), max(acked), len(acked)] if acked else None,
+                             "gaps": len(consumer._gap.get(tp) or []),
+                             "high": consumer.highwater(tp), "client_paused": name in paused,
+                             "client_position": client._subscription.subscription.assignment.state_value(tp).position
+                             if client._subscription.subscription else None}
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must not fail the report
+        out["error"] = type(exc).__name__
+    return out
 
 
 def partition_of(trainee: str, partitions: int) -> int:

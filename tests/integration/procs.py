@@ -68,7 +68,8 @@ class Service:
 
 def aggregator(stack: Any, scratch: Path, name: str = "aggregator", **env: str) -> Service:
     base = {"TN_KAFKA_BOOTSTRAP": stack.bootstrap, "TN_DATA_DIR": str(scratch / name / "data"),
-            "TN_WEB_PORT": str(free_port()), "TN_TICK_SECONDS": "1", "TN_LOG_LEVEL": "INFO"}
+            "TN_WEB_PORT": str(free_port()), "TN_TICK_SECONDS": "1", "TN_LOG_LEVEL": "INFO",
+            "TN_STALL_SECONDS": "30"}
     return Service(name, ["aggregator", "run"], {**base, **env}, scratch / name / "log.txt")
 
 

@@ -1,4 +1,4 @@
-"""Crash, restart and rebalance of the aggregator on the real broker (slow: `make test-slow`)."""
+"""Crash, restart and rebalance of the aggregator on the real broker."""
 
 from __future__ import annotations
 

@@ -487,6 +487,7 @@ def test_sigterm_mid_batch_drains_records_what_was_sent_and_exits_0(stack: Any, 
     assert server.message_ids() == {mid(t): 1 for t in tids}
 
 
+@pytest.mark.slow
 def test_two_instances_in_one_group_with_a_rebalance_mid_batch_send_once(stack: Any, tmp_path: Path,
                                                                          smtp: Any) -> None:
     tids = [f"tpair-{uuid.uuid4().hex[:8]}" for _ in range(600)]
@@ -519,6 +520,7 @@ def test_two_instances_in_one_group_with_a_rebalance_mid_batch_send_once(stack: 
     assert len(server.inbox.messages) == 600
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_during_1000_records_sends_each_once(stack: Any, tmp_path: Path, smtp: Any) -> None:
     tids = [f"tkill-{uuid.uuid4().hex[:8]}" for _ in range(1000)]
     ids = [digest_id(t) for t in tids]

@@ -214,13 +214,64 @@ def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
 
 
 def wait_caught_up(run: AggregatorRun, timeout: float = 180) -> None:
-    """Until the aggregator's group has committed everything on the CDC and re-keyed topics."""
-    topics = [*run.settings.cdc_topics(), f"{run.app_id}-resolved"]
+    """Until the aggregator's group has committed every CDC record, and, on the re-keyed topic, every
+    pack of changes those records produced. Ticks keep arriving there (one per partition per second
+    here), so waiting for a lag of 0 on that topic would race them."""
+    cdc = list(run.settings.cdc_topics())
     deadline = time.monotonic() + timeout
     lag = -1
     while time.monotonic() < deadline:
-        lag = group_lag(run.stack.bootstrap, run.app_id, topics)
+        lag = group_lag(run.stack.bootstrap, run.app_id, cdc)
         if lag == 0:
-            return
+            break
         time.sleep(1)
-    raise AssertionError(f"aggregator still {lag} records behind after {timeout:.0f} s")
+    else:
+        raise AssertionError(f"aggregator still {lag} CDC records behind after {timeout:.0f} s")
+    # a CDC record is committed only after the pack carrying its change was delivered
+    resolved = f"{run.app_id}-resolved"
+    need = last_offsets_not_ticks(run.stack.bootstrap, resolved)
+    behind: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        done = committed_offsets(run.stack.bootstrap, run.app_id, resolved)
+        behind = {p: off for p, off in need.items() if done.get(p, -1) <= off}
+        if not behind:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the fold has not committed the last packs of partitions {sorted(behind)}")
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    tps = [TopicPartition(topic, p) for p in parts]
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
+    return {tp.partition: tp.offset for tp in fut.result(10).topic_partitions}
+
+
+def last_offsets_not_ticks(bootstrap: str, topic: str) -> dict[int, int]:
+    """Per partition, the offset of the last message that is not a watermark tick."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"scan-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts if highs[p] > 0])
+        last: dict[int, int] = {}
+        pending = {p for p in parts if highs[p] > 0}
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            if msg.key() != b"__tick__":
+                last[msg.partition()] = msg.offset()
+            if msg.offset() >= highs[msg.partition()] - 1:
+                pending.discard(msg.partition())
+        assert not pending, f"could not read {topic} to its end"
+        return last
+    finally:
+        consumer.close()
