@@ -132,6 +132,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                     offset=message.offset, reason=reason)
 
     packs = _Packs(settings.topic_partitions, settings.pack_events, settings.pack_seconds)
+    seen_holes: dict[Any, int | None] = {}  # CDC partition -> committed offset below a hole, last round
     packing = asyncio.Lock()
 
     async def flush_packs() -> None:
@@ -145,8 +146,18 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         await asyncio.gather(*futures)
         doing.pop("flush", None)
         PACKS.inc(len(futures))
-        for e in events:
-            await acker.ack(e)
+        stale = 0
+        for e, generation in events:
+            # an event read before a rebalance began is not acknowledged after it: faust has dropped its
+            # offset bookkeeping for the partition by then, and a late ack can leave a hole that its
+            # commits never pass. Unacknowledged, it is read again from the committed offset (by this
+            # worker or the partition's new owner) and applied as a replay, which is idempotent.
+            if generation == app.rebalancing_count and not app.rebalancing:
+                await acker.ack(e)
+            else:
+                stale += 1
+        if stale:
+            log.info("resolve.acks_withheld_after_rebalance", events=stale)
 
     @app.agent(cdc, concurrency=1)
     async def resolve(stream: Any) -> None:
@@ -155,7 +166,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             watch.progress("resolve", time.monotonic())
             async with packing:
                 await resolve_one(event)
-                packs.hold(event, manual)  # after: a flush inside resolve_one must not acknowledge it
+                packs.hold(event, manual, app.rebalancing_count)  # after: a flush inside resolve_one must not ack it
                 if packs.full():
                     await flush_packs()
 
@@ -370,10 +381,14 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                       key=lambda tp: (tp.topic, tp.partition))
 
     async def skipped(names: list[str]) -> dict[Any, int | None]:
-        """Lagging input partitions whose records the Kafka client has fetched (its position is past
-        them) but faust never handed to the stage: faust drops a fetched record whose partition is not
-        in its active set at that moment (around a rebalance), and nothing fetches it again. Maps each
-        to the offset to fetch again from (None: from the beginning, nothing was committed)."""
+        """Lagging input partitions with records that will never be acknowledged unless read again. Two
+        ways, both seen around rebalances: (1) the Kafka client has fetched records (its position is
+        past them) that faust never handed to the stage (it drops a fetched record whose partition is
+        not in its active set at that moment), and nothing fetches them again; (2) a hole at the head
+        of faust's acknowledged offsets (the committed offset is below the lowest acknowledged one)
+        that no held or in-flight event covers: those records were handed out but their
+        acknowledgements were lost, so the commits never pass them. Maps each partition to the offset
+        to fetch again from (None: from the beginning, nothing was committed)."""
         consumer = app.consumer
         out: dict[Any, int | None] = {}
         for tp in consumer.assignment():
@@ -383,15 +398,54 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             read = consumer._read_offset.get(tp)
             position = await consumer.position(tp)
             delivered = max(read if read is not None else -1, committed if committed is not None else -1)
-            if position is not None and position > delivered + 1:
+            if (position is not None and position > delivered + 1) or acks_lost(tp):
                 out[tp] = committed
         return out
+
+    def acks_lost(tp: Any) -> bool:
+        """Records of a CDC partition that were handed out (up to faust's read offset) but are neither
+        acknowledged nor waiting in a pack, at the head of the uncommitted offsets: the commits cannot
+        pass them. (A record still queued for the stage also looks so, briefly: callers ask twice.)"""
+        committed = app.consumer._committed_offset.get(tp)
+        read = app.consumer._read_offset.get(tp)
+        if committed is None or read is None or read < committed or "flush" in doing:
+            return False
+        high = app.consumer.highwater(tp)
+        if high is None or high <= committed:
+            return False  # everything there is has been committed
+        acked = app.consumer._acked.get(tp) or []
+        head_end = min(acked) if acked else read + 1  # [committed, head_end): handed out, not acknowledged
+        return head_end > committed and not packs.holds(tp, below=head_end)
+
+    async def refetch(lost: dict[Any, int | None]) -> None:
+        for tp, offset in lost.items():  # replays are idempotent (by Debezium position)
+            # forget acknowledgements of the offsets read again, so that theirs count this time
+            app.consumer._acked_index[tp].difference_update(range(offset or 0, min(
+                app.consumer._acked.get(tp) or [offset or 0])))
+            # nothing committed: from the start (the client resets to the earliest offset kept)
+            await app.consumer.seek(tp, offset or 0)
 
     @app.timer(interval=max(1.0, min(10.0, settings.stall_seconds / 4)))
     async def watchdog() -> None:
         now = time.monotonic()
         left_out = starved()
         busy = app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set()
+        if not busy:
+            # resolve holds every record until its pack is delivered and acknowledges in order, so
+            # records at the head of a CDC partition that are neither acknowledged nor held, with the
+            # same committed offset two rounds running, lost their acknowledgements (seen after
+            # rebalances: faust does not hand out again what it had handed out before, even to a
+            # worker that keeps the partition). Read from the committed offset again now, rather than
+            # wait for a stall.
+            holes = {tp: app.consumer._committed_offset.get(tp) for tp in app.consumer.assignment()
+                     if tp.topic in cdc.topics and acks_lost(tp)}
+            again = {tp: offset for tp, offset in holes.items() if seen_holes.get(tp, -2) == offset}
+            seen_holes.clear()
+            seen_holes.update({tp: offset for tp, offset in holes.items() if tp not in again})
+            if again:
+                log.info("aggregator.reread_lost_acks",
+                         refetch={f"{tp.topic}:{tp.partition}": offset for tp, offset in again.items()})
+                await refetch(again)
         behind_now = [tp for stage in ("resolve", "fold") for tp in lagging(stage)] if not busy else []
         lost = await skipped(behind_now) if behind_now else {}
         verdict, behind = watch.check(now, busy=busy, lagging=lagging, starved=bool(left_out or lost))
@@ -402,9 +456,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                         refetch={f"{tp.topic}:{tp.partition}": offset for tp, offset in lost.items()})
             app.consumer._buffered_partitions.difference_update(left_out)
             app.consumer.resume_partitions(left_out)
-            for tp, offset in lost.items():  # replays are idempotent (by Debezium position)
-                # nothing committed: from the start (the client resets to the earliest offset kept)
-                await app.consumer.seek(tp, offset or 0)
+            await refetch(lost)
         elif verdict is Verdict.STALLED:
             log.error("aggregator.stalled", idle_seconds={k: round(v, 1) for k, v in watch.idle(now).items()},
                       lagging=behind, waiting_on={k: round(now - v, 1) for k, v in doing.items()},
@@ -476,17 +528,22 @@ class _Packs:
         self._reset()
 
     def _reset(self) -> None:
-        self.events: list[Any] = []
+        self.events: list[tuple[Any, int]] = []
         self.acker: Any = None
         self.bodies: dict[int, list[bytes]] = {}
         self.sizes: dict[int, int] = {}
         self.entities: dict[bytes, int] = {}
         self.since = 0.0
 
-    def hold(self, event: Any, acker: Any) -> None:
+    def hold(self, event: Any, acker: Any, generation: int) -> None:
+        """Hold a CDC event until its pack is delivered; ``generation`` counts the rebalances so far."""
         self.since = self.since or time.monotonic()
-        self.events.append(event)
+        self.events.append((event, generation))
         self.acker = acker
+
+    def holds(self, tp: Any, below: int) -> bool:
+        """Whether an event of this partition with an offset below ``below`` waits for its pack."""
+        return any(e.message.tp == tp and e.message.offset < below for e, _ in self.events)
 
     def touches(self, entity: bytes) -> int:
         return self.entities.get(entity, 0)
