@@ -479,6 +479,13 @@ def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Nam
     out["ratio_aggregator_to_raw_consume"] = round(out["aggregator_events_per_s"] / out["raw_consume_events_per_s"], 3)
     time.sleep(6)  # let faust commit (broker_commit_interval 2.8 s) so a restart replays little
     out["aggregator_peak_rss_mb_apply"] = vm_hwm_mb(agg.proc.pid)
+    # what the worker wrote to Kafka per CDC event (every message of its own topics so far)
+    topics = probe.list_topics(timeout=10).topics
+    written = {t: sum(probe.get_watermark_offsets(TopicPartition(t, p), timeout=5)[1] for p in meta.partitions)
+               for t, meta in topics.items() if t.startswith(env["TN_APP_ID"] + "-")}
+    changelog = sum(n for t, n in written.items() if t.endswith("-changelog"))
+    out["changelog_messages_per_event"] = round(changelog / n_env, 3)
+    out["resolved_messages_per_event_ticks_included"] = round(written.get(resolved_topic, 0) / n_env, 4)
     say(f"applied {n_env} in {t_applied - t_first:.1f} s; fold committed at {t_folded - t_first:.1f} s")
 
     # recovery after kill -9

@@ -351,7 +351,6 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-
     def lagging(stage: str) -> list[str]:
         """The stage's input partitions whose newest offset is past what this worker has committed."""
         consumer = app.consumer
@@ -402,26 +401,34 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 out[tp] = committed
         return out
 
+    def unacked_head(tp: Any) -> range:
+        """The offsets from the committed one that were handed out to the stage and not acknowledged:
+        up to the lowest acknowledged offset, or to faust's read offset when none is."""
+        consumer = app.consumer
+        start = consumer._committed_offset.get(tp) or 0
+        read = consumer._read_offset.get(tp)
+        if read is None or read < start:
+            return range(start, start)
+        acked = consumer._acked.get(tp)
+        return range(start, min(acked) if acked else read + 1)
+
     def acks_lost(tp: Any) -> bool:
-        """Records of a CDC partition that were handed out (up to faust's read offset) but are neither
-        acknowledged nor waiting in a pack, at the head of the uncommitted offsets: the commits cannot
-        pass them. (A record still queued for the stage also looks so, briefly: callers ask twice.)"""
+        """Records of a CDC partition at the head of the uncommitted offsets that were handed out but
+        are neither acknowledged nor waiting in a pack: the commits cannot pass them. (A record still
+        queued for the stage also looks so, briefly: callers ask twice.)"""
         committed = app.consumer._committed_offset.get(tp)
-        read = app.consumer._read_offset.get(tp)
-        if committed is None or read is None or read < committed or "flush" in doing:
+        if committed is None or "flush" in doing:
             return False
         high = app.consumer.highwater(tp)
         if high is None or high <= committed:
             return False  # everything there is has been committed
-        acked = app.consumer._acked.get(tp) or []
-        head_end = min(acked) if acked else read + 1  # [committed, head_end): handed out, not acknowledged
-        return head_end > committed and not packs.holds(tp, below=head_end)
+        head = unacked_head(tp)
+        return bool(head) and not packs.holds(tp, below=head.stop)
 
     async def refetch(lost: dict[Any, int | None]) -> None:
         for tp, offset in lost.items():  # replays are idempotent (by Debezium position)
             # forget acknowledgements of the offsets read again, so that theirs count this time
-            app.consumer._acked_index[tp].difference_update(range(offset or 0, min(
-                app.consumer._acked.get(tp) or [offset or 0])))
+            app.consumer._acked_index[tp].difference_update(unacked_head(tp))
             # nothing committed: from the start (the client resets to the earliest offset kept)
             await app.consumer.seek(tp, offset or 0)
 
@@ -446,9 +453,11 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 log.info("aggregator.reread_lost_acks",
                          refetch={f"{tp.topic}:{tp.partition}": offset for tp, offset in again.items()})
                 await refetch(again)
-        behind_now = [tp for stage in ("resolve", "fold") for tp in lagging(stage)] if not busy else []
+        by_stage = {} if busy else {stage: lagging(stage) for stage in ("resolve", "fold")}
+        behind_now = [tp for tps in by_stage.values() for tp in tps]
         lost = await skipped(behind_now) if behind_now else {}
-        verdict, behind = watch.check(now, busy=busy, lagging=lagging, starved=bool(left_out or lost))
+        verdict, behind = watch.check(now, busy=busy, lagging=lambda stage: by_stage.get(stage, []),
+                                      starved=bool(left_out or lost))
         STALLED.set(1 if verdict in (Verdict.STALLED, Verdict.STILL) else 0)
         if verdict is Verdict.HEAL:
             log.warning("aggregator.healing", lagging=behind,

@@ -192,21 +192,27 @@ def wait_metric(service: Service, name: str, at_least: float, timeout: float = 1
     raise AssertionError(f"{name} reached {value}, not {at_least}, within {timeout:.0f} s")
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
-    """Records of ``topics`` not yet committed by consumer group ``group``."""
+def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset consumer group ``group`` has committed (negative: none)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     meta = admin.list_topics(timeout=10)
     tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
-    committed = {(tp.topic, tp.partition): tp.offset for tp in fut.result(10).topic_partitions}
+    return {(tp.topic, tp.partition): tp.offset for tp in fut.result(10).topic_partitions}
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Records of ``topics`` not yet committed by consumer group ``group``."""
+    from confluent_kafka import TopicPartition
+
+    committed = committed_offsets(bootstrap, group, topics)
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
     try:
         lag = 0
-        for tp in tps:
-            _, high = probe.get_watermark_offsets(tp, timeout=10)
-            done = committed.get((tp.topic, tp.partition), -1)
+        for (topic, partition), done in committed.items():
+            _, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             lag += high - max(done, 0)
         return lag
     finally:
@@ -232,22 +238,12 @@ def wait_caught_up(run: AggregatorRun, timeout: float = 180) -> None:
     need = last_offsets_not_ticks(run.stack.bootstrap, resolved)
     behind: dict[int, int] = {}
     while time.monotonic() < deadline:
-        done = committed_offsets(run.stack.bootstrap, run.app_id, resolved)
-        behind = {p: off for p, off in need.items() if done.get(p, -1) <= off}
+        done = committed_offsets(run.stack.bootstrap, run.app_id, [resolved])
+        behind = {p: off for p, off in need.items() if done.get((resolved, p), -1) <= off}
         if not behind:
             return
         time.sleep(0.5)
     raise AssertionError(f"the fold has not committed the last packs of partitions {sorted(behind)}")
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    tps = [TopicPartition(topic, p) for p in parts]
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
-    return {tp.partition: tp.offset for tp in fut.result(10).topic_partitions}
 
 
 def last_offsets_not_ticks(bootstrap: str, topic: str) -> dict[int, int]:
