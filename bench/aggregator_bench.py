@@ -426,6 +426,15 @@ def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Nam
     out["raw_consume_events_per_s"] = round(raw_consume(False))
     out["raw_consume_and_orjson_events_per_s"] = round(raw_consume(True))
 
+    # faust's own ceiling: an agent that does nothing, on the same topics (its fetch loop and ours)
+    for loop, flag in (("faust_drain", []), ("faust", ["--faust-loop"])):
+        say(f"faust no-op agent ({loop} loop)")
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_noop.py")), bootstrap,
+                               str(len(work["events"])), *cdc_topics.values(), *flag],
+                              capture_output=True, text=True, timeout=args.timeout, check=False)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        out[f"faust_noop_{loop}_loop_events_per_s"] = json.loads(lines[-1])["messages_per_s"] if lines else None
+
     n_env = work["envelopes"]
     resolved_topic = f"{env['TN_APP_ID']}-resolved"
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": env["TN_APP_ID"], "enable.auto.commit": False})
@@ -477,6 +486,9 @@ def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Nam
     out["aggregator_fold_committed_seconds"] = round(t_folded - t_first, 2)
     out["aggregator_events_per_s_through_fold"] = round(n_env / (t_folded - t_first))
     out["ratio_aggregator_to_raw_consume"] = round(out["aggregator_events_per_s"] / out["raw_consume_events_per_s"], 3)
+    if out.get("faust_noop_faust_drain_loop_events_per_s"):
+        out["ratio_aggregator_to_faust_noop"] = round(
+            out["aggregator_events_per_s"] / out["faust_noop_faust_drain_loop_events_per_s"], 3)
     time.sleep(6)  # let faust commit (broker_commit_interval 2.8 s) so a restart replays little
     out["aggregator_peak_rss_mb_apply"] = vm_hwm_mb(agg.proc.pid)
     # what the worker wrote to Kafka per CDC event (every message of its own topics so far)

@@ -38,7 +38,7 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from services import logs, serde
-from services.netchange import core
+from services.netchange import core, faust_drain
 from services.netchange.cdc import ENTITIES, MalformedEnvelope, parse_envelope
 from services.netchange.days import Calendar
 from services.netchange.stall import Verdict, Watch
@@ -58,6 +58,8 @@ DEAD = Counter("netchange_dead_letters_total", "envelopes sent to the CDC dead-l
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
 STALLED = Gauge("netchange_stalled", "1 when no event was processed for TN_STALL_SECONDS while there is lag")
 WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
+NOT_HELD = Counter("netchange_events_not_held_total", "CDC events reaching the stage after their partition "
+                   "was revoked: not applied, not acknowledged (the partition's owner reads them again)")
 PACKS = Counter("netchange_packs_sent_total", "messages of resolved changes sent on the re-key hop")
 TICK = b"__tick__"
 PACK = b"__pack__"
@@ -73,6 +75,11 @@ def resolved_topic_name(settings: AggregatorSettings) -> str:
 
 def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust.App:
     clock = clock or WallClock()
+    if settings.fast_drain:
+        if not faust_drain.install():
+            log.warning("aggregator.fast_drain_unavailable", faust=faust.__version__, needs=faust_drain.FOR_VERSION)
+    else:
+        faust_drain.uninstall()
     cal = Calendar(settings.timezone, settings.day_seconds)
     grace_ms = int(settings.grace_seconds * 1000)
     app = faust.App(
@@ -116,6 +123,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                       options=_rocksdb_options())
 
     progress: dict[str, int] = {}
+    held: set[Any] = set()  # the partitions this worker holds (resolve skips events of others)
     # what each stage is doing right now, and when it last did something (the stall watchdog reads it)
     doing: dict[str, float] = {}
     watch = Watch(settings.stall_seconds, moved={"resolve": time.monotonic(), "fold": time.monotonic()})
@@ -164,6 +172,12 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         manual = stream.noack()
         async for event in manual.events():
             watch.progress("resolve", time.monotonic())
+            if event.message.tp not in held:
+                # delivered after its partition was revoked (a delivery under way when the rebalance
+                # began): its owner reads it from the committed offset; applying it here could write
+                # state into a changelog partition another worker now owns
+                NOT_HELD.inc()
+                continue
             async with packing:
                 await resolve_one(event)
                 packs.hold(event, manual, app.rebalancing_count)  # after: a flush inside resolve_one must not ack it
@@ -346,6 +360,12 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     @app.on_partitions_revoked.connect
     async def _forget_index(sender: Any, revoked: Any, **kwargs: Any) -> None:
         index.clear()
+        held.difference_update(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def _hold(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        held.clear()
+        held.update(app.consumer.assignment())
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
