@@ -40,6 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 from services import logs, serde
 from services.netchange import core, faust_drain
 from services.netchange.cdc import ENTITIES, MalformedEnvelope, parse_envelope
+from services.netchange.changelog import Changelog
 from services.netchange.days import Calendar
 from services.netchange.stall import Verdict, Watch
 from services.netchange.watermark import Clock, WallClock, watermark
@@ -122,6 +123,9 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     marks = app.Table("marks", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions,
                       options=_rocksdb_options())
 
+    # every table write goes through ``state``: its changelog messages are sent in batches and are
+    # delivered before the input they came from is acknowledged (changelog.py)
+    state = Changelog(settings.kafka_bootstrap)
     progress: dict[str, int] = {}
     held: set[Any] = set()  # the partitions this worker holds (resolve skips events of others)
     # what each stage is doing right now, and when it last did something (the stall watchdog reads it)
@@ -151,6 +155,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         doing["flush"] = time.monotonic()
         futures = [await resolved_topic.send(key=PACK, value=body, partition=partition, force=True)
                    for partition, body in bodies]
+        await state.flush()  # the ``known`` writes of these events
         await asyncio.gather(*futures)
         doing.pop("flush", None)
         PACKS.inc(len(futures))
@@ -210,7 +215,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         if replay:
             REPLAYS.inc()
         elif new_known is not None:
-            known[key] = orjson.dumps(new_known.to_dict())
+            state.set(known, key, orjson.dumps(new_known.to_dict()))
         EVENTS.labels(change.table).inc()
         if resolved is None:
             return
@@ -259,7 +264,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         if prior is not None and int(prior) >= wm:
             wm = int(prior)  # watermarks never go back (several workers may send ticks)
         else:
-            marks[mark_key] = str(wm).encode()
+            state.set(marks, mark_key, str(wm).encode())
         open_days = index.get(partition)
         if open_days is None:
             open_days = index[partition] = build_index(partition)
@@ -290,10 +295,10 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             await asyncio.gather(*pending)  # acknowledged by the broker before the state goes
             doing.pop("close", None)
             for key, trainee, tstate, day in closed:
-                del days[key]
+                state.delete(days, key)
                 trimmed = core.person_trim(tstate.history, day.end_ms)
                 if trimmed != tstate.history:
-                    trainees[trainee.encode()] = tstate.replace_history(trimmed).dump()
+                    state.set(trainees, trainee.encode(), tstate.replace_history(trimmed).dump())
                 DAYS_CLOSED.inc()
             del open_days[label]
             log.info("netchange.day_closed", partition=partition, day=label, trainees=len(closed),
@@ -338,17 +343,22 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 if day.label not in dirty:
                     dirty.append(day.label)
             if touched:
-                trainees[tkey] = tstate.dump()
+                state.set(trainees, tkey, tstate.dump())
             for label in dirty:
-                days[f"{trainee}|{label}".encode()] = orjson.dumps(
-                    {"p": partition, "d": label, "t": trainee, "f": core.fold_to_dict(folds[label])})
+                state.set(days, f"{trainee}|{label}".encode(), orjson.dumps(
+                    {"p": partition, "d": label, "t": trainee, "f": core.fold_to_dict(folds[label])}))
                 if partition in index:
                     index[partition].setdefault(label, set()).add(trainee)
 
     @app.agent(resolved_topic, concurrency=1)
     async def fold(stream: Any) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        async for event in manual.events():
             watch.progress("fold", time.monotonic())
+            if event.message.tp not in held:
+                NOT_HELD.inc()
+                continue  # as in resolve: its owner reads it from the committed offset
+            generation = app.rebalancing_count
             partition = event.message.partition
             if event.key == TICK:
                 await close_days(partition, orjson.loads(event.value)["tick"])
@@ -356,11 +366,17 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 fold_entries(partition, orjson.loads(event.value))
             else:  # one change keyed by its trainee (the format before packs)
                 fold_entries(partition, [(event.key.decode(), orjson.loads(event.value))])
+            await state.flush()  # what this event wrote is in the changelog before it is acknowledged
+            if generation == app.rebalancing_count and not app.rebalancing:
+                await manual.ack(event)  # (read again after a rebalance otherwise, as in resolve)
 
     @app.on_partitions_revoked.connect
     async def _forget_index(sender: Any, revoked: Any, **kwargs: Any) -> None:
         index.clear()
         held.difference_update(revoked)
+        # what was written for the revoked partitions reaches their changelogs before their new owner
+        # recovers from them (faust flushes its own producer here too)
+        await state.flush()
 
     @app.on_partitions_assigned.connect
     async def _hold(sender: Any, assigned: Any, **kwargs: Any) -> None:
