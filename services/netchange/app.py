@@ -40,7 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 from services import logs, serde
 from services.netchange import core, faust_drain
 from services.netchange.cdc import ENTITIES, MalformedEnvelope, parse_envelope
-from services.netchange.changelog import Changelog
+from services.netchange.changelog import Changelog, ChangelogError
 from services.netchange.days import Calendar
 from services.netchange.stall import Verdict, Watch
 from services.netchange.watermark import Clock, WallClock, watermark
@@ -126,6 +126,18 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     # every table write goes through ``state``: its changelog messages are sent in batches and are
     # delivered before the input they came from is acknowledged (changelog.py)
     state = Changelog(settings.kafka_bootstrap)
+
+    async def flush_state() -> None:
+        try:
+            await state.flush()
+        except ChangelogError as exc:
+            # nothing it carried was acknowledged: a restart reads that input again (as after kill -9)
+            log.error("aggregator.changelog_refused", reason=str(exc), exiting=True)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(4)
+
     progress: dict[str, int] = {}
     held: set[Any] = set()  # the partitions this worker holds (resolve skips events of others)
     # what each stage is doing right now, and when it last did something (the stall watchdog reads it)
@@ -155,7 +167,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         doing["flush"] = time.monotonic()
         futures = [await resolved_topic.send(key=PACK, value=body, partition=partition, force=True)
                    for partition, body in bodies]
-        await state.flush()  # the ``known`` writes of these events
+        await flush_state()  # the ``known`` writes of these events
         await asyncio.gather(*futures)
         doing.pop("flush", None)
         PACKS.inc(len(futures))
@@ -366,7 +378,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 fold_entries(partition, orjson.loads(event.value))
             else:  # one change keyed by its trainee (the format before packs)
                 fold_entries(partition, [(event.key.decode(), orjson.loads(event.value))])
-            await state.flush()  # what this event wrote is in the changelog before it is acknowledged
+            await flush_state()  # what this event wrote is in the changelog before it is acknowledged
             if generation == app.rebalancing_count and not app.rebalancing:
                 await manual.ack(event)  # (read again after a rebalance otherwise, as in resolve)
 
@@ -376,7 +388,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         held.difference_update(revoked)
         # what was written for the revoked partitions reaches their changelogs before their new owner
         # recovers from them (faust flushes its own producer here too)
-        await state.flush()
+        await flush_state()
 
     @app.on_partitions_assigned.connect
     async def _hold(sender: Any, assigned: Any, **kwargs: Any) -> None:

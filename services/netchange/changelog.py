@@ -51,16 +51,18 @@ class Changelog:
         if offset > self._delivered.get(key, -1):
             self._delivered[key] = offset
 
-    def _queue(self, table: Any, key: bytes, value: bytes | None) -> None:
+    def _partition(self) -> int:
         event = current_event()
         if event is None:
             raise RuntimeError("a table write outside stream processing has no partition")
+        return int(event.message.partition)
+
+    def _queue(self, table: Any, partition: int, key: bytes, value: bytes | None) -> None:
         topic = table.changelog_topic.get_topic_name()
         self._stores[topic] = table.data
         while True:
             try:
-                self.producer.produce(topic, value, key, partition=event.message.partition,
-                                      on_delivery=self._on_delivery)
+                self.producer.produce(topic, value, key, partition=partition, on_delivery=self._on_delivery)
                 break
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain it
@@ -71,15 +73,17 @@ class Changelog:
             self.producer.poll(0)
 
     def set(self, table: Any, key: bytes, value: bytes) -> None:
+        partition = self._partition()
         table.data[key] = value
-        self._queue(table, key, value)
+        self._queue(table, partition, key, value)
 
     def delete(self, table: Any, key: bytes) -> None:
+        partition = self._partition()
         try:
             del table.data[key]
         except KeyError:
             pass
-        self._queue(table, key, None)
+        self._queue(table, partition, key, None)
 
     def pending(self) -> int:
         return len(self.producer)
