@@ -14,7 +14,9 @@ Phases (one run): 1. orjson.loads alone; 2. the pure core (parse, apply, parse+a
 3. Kafka end to end with the real ``trainee-notify aggregator run`` process (RocksDB, fresh app id,
 data dir and topic prefix); 4. raw confluent-kafka consume of the same CDC topics; 5. peak RSS
 (VmHWM) of the aggregator; 6. state recovery after kill -9 (data dir kept, and data dir wiped =
-full changelog replay), then the day is closed on the recovered instance and its records counted.
+full changelog replay), then the day is closed on the recovered instance and every record is compared
+with the core's by id and content. Also: faust's own ceiling (bench/faust_noop.py, a no-op agent on
+the same topics, with faust's fetch loop and ours); ``--workers N`` runs N workers in one group.
 """
 
 from __future__ import annotations
@@ -338,7 +340,46 @@ def wait_for(cond: Any, timeout: float, agg: Aggregator | None = None, every: fl
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Namespace) -> dict[str, Any]:
+def _digest(record: dict[str, Any]) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+def check_records(bootstrap: str, topic: str, digests: dict[str, bytes]) -> dict[str, int]:
+    """Every record on the net-change topic against the core's, by id and content."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from services import serde
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False})
+    highs = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(4)}
+    c.assign([TopicPartition(topic, p, 0) for p in range(4)])
+    seen: dict[str, bytes] = {}
+    duplicates = differ = read = 0
+    done = {p for p, h in highs.items() if h == 0}
+    while len(done) < 4:
+        for m in c.consume(10_000, 1.0):
+            if m.error():
+                continue
+            read += 1
+            rec = serde.decode(serde.NETCHANGE, m.value())
+            d = _digest(rec)
+            if rec["id"] in seen:
+                duplicates += 1
+                differ += seen[rec["id"]] != d
+            seen[rec["id"]] = d
+            if m.offset() + 1 >= highs[m.partition()]:
+                done.add(m.partition())
+    c.close()
+    return {"read": read, "ids": len(seen), "duplicates": duplicates, "duplicates_differing": differ,
+            "missing": sum(1 for i in digests if i not in seen), "unexpected": sum(1 for i in seen if i not in digests),
+            "content_differs": sum(1 for i, d in seen.items() if i in digests and digests[i] != d)}
+
+
+def kafka_phases(work: dict[str, Any], digests: dict[str, bytes], args: argparse.Namespace) -> dict[str, Any]:
+    expected_records = len(digests)
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -462,20 +503,44 @@ def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Nam
     # end to end: the real aggregator process
     say("aggregator: apply phase")
     agg = Aggregator(env, scratch / "aggregator.log")
+    # more workers in the same group (--workers): the partitions are shared among them
+    extra = [Aggregator({**env, "TN_WEB_PORT": str(free_port()), "TN_DATA_DIR": str(scratch / f"data-w{i}")},
+                        scratch / f"aggregator-w{i}.log") for i in range(2, args.workers + 1)]
+    out["workers"] = args.workers
     t_start = time.monotonic()
     agg.start()
+    for w in extra:
+        w.start()
     port = agg.port
+    ports = [port] + [w.port for w in extra]
     t_ready = wait_for(lambda: ready(port), 180, agg, what="readyz")
-    t_first = wait_for(lambda: (metric(port, "netchange_events_applied_total") or 0) > 0, 180, agg, 0.05,
-                       "first event")
+    def applied_total() -> float:  # replays after the start-up rebalance count too (several workers)
+        return sum(metric(p, "netchange_events_applied_total") or 0 for p in ports)
+
+    t_first = wait_for(lambda: applied_total() > 0, 180, agg, 0.05, "first event")
     last_report = [time.monotonic()]
 
     def all_applied() -> bool:
-        v = metric(port, "netchange_events_applied_total") or 0
+        v = applied_total()
+        for w in extra:
+            w.check()
         if time.monotonic() - last_report[0] > 10:
             say(f"  applied {v:.0f} / {n_env}, rss hwm {vm_hwm_mb(agg.proc.pid)} MB")
             last_report[0] = time.monotonic()
-        return v >= n_env
+        if v < n_env:
+            return False
+        # several workers: replays after their rebalances count as applied too, so also wait until the
+        # group has committed every CDC record
+        return not extra or cdc_committed()
+
+    cdc_tps = [TopicPartition(t, p) for t in cdc_topics.values() for p in range(4)]
+
+    def cdc_committed() -> bool:
+        try:
+            committed = probe.committed(cdc_tps, timeout=5)
+        except Exception:  # noqa: BLE001
+            return False
+        return all(tp.offset >= probe.get_watermark_offsets(tp, timeout=5)[1] for tp in committed)
 
     t_applied = wait_for(all_applied, args.timeout, agg, 0.25, "all events applied")
     out["loadavg_1m_at_applied"] = round(os.getloadavg()[0], 2)
@@ -491,6 +556,8 @@ def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Nam
             out["aggregator_events_per_s"] / out["faust_noop_faust_drain_loop_events_per_s"], 3)
     time.sleep(6)  # let faust commit (broker_commit_interval 2.8 s) so a restart replays little
     out["aggregator_peak_rss_mb_apply"] = vm_hwm_mb(agg.proc.pid)
+    if extra:
+        out["aggregator_peak_rss_mb_apply_other_workers"] = [vm_hwm_mb(w.proc.pid) for w in extra]
     # what the worker wrote to Kafka per CDC event (every message of its own topics so far)
     topics = probe.list_topics(timeout=10).topics
     written = {t: sum(probe.get_watermark_offsets(TopicPartition(t, p), timeout=5)[1] for p in meta.partitions)
@@ -517,7 +584,7 @@ def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Nam
                           orjson.dumps({"id": eid}))
         producer2.flush(10)
 
-    modes = [] if args.skip_recovery else ["keep", "wipe"] if args.recovery == "both" else [args.recovery]
+    modes = [] if args.skip_recovery or extra else ["keep", "wipe"] if args.recovery == "both" else [args.recovery]
     for mode in modes:
         agg.kill()
         if mode == "wipe":
@@ -560,12 +627,18 @@ def kafka_phases(work: dict[str, Any], expected_records: int, args: argparse.Nam
     time.sleep(3)
     out["close_records_expected_from_core"] = expected_records
     out["close_records_emitted"] = output_count()
+    out["close_records_checked_against_core"] = check_records(bootstrap, env["TN_NETCHANGE_TOPIC"], digests)
+    say(f"records against the core: {out['close_records_checked_against_core']}")
     out["close_first_record_seconds"] = round(t_first_out - t0, 2)
     out["close_all_records_seconds"] = round(t_all - t0, 2)
     out["close_records_per_s"] = round(expected_records / max(t_all - t_first_out, 1e-9))
     out["aggregator_peak_rss_mb_after_close"] = vm_hwm_mb(agg.proc.pid)
-    out["whole_day_end_to_end_seconds"] = round((t_applied - t_first) + (t_all - t0), 2)
+    # every event applied by resolve and folded (committed) by fold, then the close: the whole day
+    out["whole_day_end_to_end_seconds"] = round((t_folded - t_first) + (t_all - t0), 2)
+    out["whole_day_resolve_applied_plus_close_seconds"] = round((t_applied - t_first) + (t_all - t0), 2)
     agg.stop()
+    for w in extra:
+        w.stop()
     probe.close()
     return out
 
@@ -587,6 +660,8 @@ def main() -> None:
     p.add_argument("--faust-env", action="append", default=[], metavar="NAME=VALUE",
                    help="experiments: faust settings by environment (PRODUCER_LINGER=0.02, STREAM_BUFFER_MAXSIZE=...)")
     p.add_argument("--skip-recovery", action="store_true")
+    p.add_argument("--workers", type=int, default=1,
+                   help="aggregator workers in one consumer group (more than 1: no recovery phases)")
     p.add_argument("--app-pythonpath", help="experiments: PYTHONPATH for the aggregator (a private copy of services/)")
     args = p.parse_args()
     # the JSON goes to the real stdout; anything else printing there (the stack's logs) goes to stderr
@@ -611,9 +686,11 @@ def main() -> None:
     result["pure"] = pure
     say(json.dumps(pure))
     if not args.no_kafka:
+        # what the core printed, record by record, to check the stream's records against
+        digests = {r["id"]: _digest(r) for r in records}
         del records
         gc.collect()
-        result["kafka"] = kafka_phases(work, pure["records"], args)
+        result["kafka"] = kafka_phases(work, digests, args)
         result["loadavg_1m_after_kafka"] = round(os.getloadavg()[0], 2)
     out.write(json.dumps(result, indent=2) + "\n")
     out.flush()

@@ -139,7 +139,18 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             os._exit(4)
 
     progress: dict[str, int] = {}
-    held: set[Any] = set()  # the partitions this worker holds (resolve skips events of others)
+    held: set[Any] = set()  # the partitions this worker holds (the stages skip records of others)
+
+    async def holds(tp: Any) -> bool:
+        """Whether this worker holds the partition. A record delivered as a rebalance begins waits for
+        its end: when the partition stays here it must be processed here (faust hands out nothing
+        again, and would later commit past it), when it went elsewhere it must not be."""
+        if tp in held:
+            return True
+        deadline = time.monotonic() + 4 * settings.stall_seconds
+        while (app.rebalancing or not app.consumer.assignment()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return tp in held
     # what each stage is doing right now, and when it last did something (the stall watchdog reads it)
     doing: dict[str, float] = {}
     watch = Watch(settings.stall_seconds, moved={"resolve": time.monotonic(), "fold": time.monotonic()})
@@ -156,7 +167,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                     offset=message.offset, reason=reason)
 
     packs = _Packs(settings.topic_partitions, settings.pack_events, settings.pack_seconds)
-    seen_holes: dict[Any, int | None] = {}  # CDC partition -> committed offset below a hole, last round
+    seen_holes: dict[Any, tuple[int | None, int | None]] = {}  # CDC partition -> (committed, read), last round
     packing = asyncio.Lock()
 
     async def flush_packs() -> None:
@@ -189,9 +200,9 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         manual = stream.noack()
         async for event in manual.events():
             watch.progress("resolve", time.monotonic())
-            if event.message.tp not in held:
-                # delivered after its partition was revoked (a delivery under way when the rebalance
-                # began): its owner reads it from the committed offset; applying it here could write
+            if not await holds(event.message.tp):
+                # its partition went to another worker in a rebalance (the record was delivered while
+                # it began): the owner reads it from the committed offset; applying it here could write
                 # state into a changelog partition another worker now owns
                 NOT_HELD.inc()
                 continue
@@ -367,7 +378,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         manual = stream.noack()
         async for event in manual.events():
             watch.progress("fold", time.monotonic())
-            if event.message.tp not in held:
+            if not await holds(event.message.tp):
                 NOT_HELD.inc()
                 continue  # as in resolve: its owner reads it from the committed offset
             generation = app.rebalancing_count
@@ -394,6 +405,12 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     async def _hold(sender: Any, assigned: Any, **kwargs: Any) -> None:
         held.clear()
         held.update(app.consumer.assignment())
+        # where a partition without a committed offset starts: faust's commits must not pass a hole
+        # there either (faust_drain._new_offset)
+        inputs = [tp for tp in held if tp.topic in cdc.topics or tp.topic == resolved_topic.get_topic_name()]
+        faust_drain.starts.clear()
+        if inputs:
+            faust_drain.starts.update(await app.consumer.earliest_offsets(*inputs))
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -464,14 +481,39 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         """Records of a CDC partition at the head of the uncommitted offsets that were handed out but
         are neither acknowledged nor waiting in a pack: the commits cannot pass them. (A record still
         queued for the stage also looks so, briefly: callers ask twice.)"""
-        committed = app.consumer._committed_offset.get(tp)
-        if committed is None or "flush" in doing:
+        if "flush" in doing:
             return False
+        # nothing committed yet counts from the start: records handed out before a worker's first
+        # commit and lost in a rebalance then (a worker joining while the first is busy) leave the
+        # same hole, which the commits would never pass
+        committed = app.consumer._committed_offset.get(tp) or 0
         high = app.consumer.highwater(tp)
         if high is None or high <= committed:
             return False  # everything there is has been committed
         head = unacked_head(tp)
         return bool(head) and not packs.holds(tp, below=head.stop)
+
+    def fold_hole(tp: Any) -> bool:
+        """The fold acknowledges each record as soon as its writes are delivered, so unacknowledged
+        records at the head of a partition of its input, the same ones a round later, lost their
+        acknowledgements."""
+        high = app.consumer.highwater(tp)
+        committed = app.consumer._committed_offset.get(tp) or 0
+        return high is not None and high > committed and bool(unacked_head(tp))
+
+    async def undelivered(tp: Any) -> bool:
+        """The client's position is past records of a CDC partition that faust has not handed out,
+        while there is uncommitted lag and no pack holds any of them (prefetched records look so
+        too, briefly: callers ask twice)."""
+        consumer = app.consumer
+        committed = consumer._committed_offset.get(tp)
+        high = consumer.highwater(tp)
+        if "flush" in doing or high is None or high <= (committed or 0):
+            return False
+        read = consumer._read_offset.get(tp)
+        position = await consumer.position(tp)
+        delivered = max(read if read is not None else -1, committed if committed is not None else -1)
+        return position is not None and position > delivered + 1 and not packs.holds(tp, below=position)
 
     async def refetch(lost: dict[Any, int | None]) -> None:
         for tp, offset in lost.items():  # replays are idempotent (by Debezium position)
@@ -492,11 +534,20 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             # rebalances: faust does not hand out again what it had handed out before, even to a
             # worker that keeps the partition). Read from the committed offset again now, rather than
             # wait for a stall.
-            holes = {tp: app.consumer._committed_offset.get(tp) for tp in app.consumer.assignment()
-                     if tp.topic in cdc.topics and acks_lost(tp)}
-            again = {tp: offset for tp, offset in holes.items() if seen_holes.get(tp, -2) == offset}
+            # The same for records the client fetched that faust never handed out (its read offset
+            # and the committed one stand still, two rounds running, behind the client's position):
+            # seen when a worker joins the group while the first is still busy.
+            consumer = app.consumer
+            holes: dict[Any, tuple[int | None, int | None]] = {}
+            for tp in consumer.assignment():
+                if tp.topic in cdc.topics and (acks_lost(tp) or await undelivered(tp)):
+                    holes[tp] = (consumer._committed_offset.get(tp), consumer._read_offset.get(tp))
+                elif tp.topic == resolved_topic.get_topic_name() and fold_hole(tp):
+                    # the fold's read offset moves with every tick: the hole itself must stand still
+                    holes[tp] = (consumer._committed_offset.get(tp), unacked_head(tp).stop)
+            again = {tp: snap[0] for tp, snap in holes.items() if seen_holes.get(tp) == snap}
             seen_holes.clear()
-            seen_holes.update({tp: offset for tp, offset in holes.items() if tp not in again})
+            seen_holes.update({tp: snap for tp, snap in holes.items() if tp not in again})
             if again:
                 log.info("aggregator.reread_lost_acks",
                          refetch={f"{tp.topic}:{tp.partition}": offset for tp, offset in again.items()})

@@ -63,3 +63,43 @@ def test_the_loop_is_fausts_but_for_the_delivery() -> None:
         "await callback(message)",  # the change
         'self.log.dev("DROPPED MESSAGE ROFF %r", offset)',  # no message key or value in logs
     ]
+
+
+class _Offsets:
+    """The four attributes of faust's consumer that its commit-offset rule reads and trims."""
+
+    def __init__(self, committed: int | None, acked: list[int]) -> None:
+        from collections import defaultdict
+
+        from intervaltree import IntervalTree
+
+        self._committed_offset = defaultdict(lambda: None, {"tp": committed})
+        self._acked = {"tp": list(acked)}
+        self._acked_index = {"tp": set(acked)}
+        self._gap = defaultdict(IntervalTree)
+
+
+@pytest.mark.parametrize(("committed", "start", "acked", "faust", "ours"), [
+    (10, None, [10, 11, 12], 13, 13),  # no hole: both commit the run
+    (10, None, [11, 12], 13, None),  # offset 10 never acknowledged: faust commits past it
+    (10, None, [15, 16], None, None),  # a wider hole: both wait
+    (0, None, [3, 4], 5, None),  # committed at 0: faust never checks
+    (None, 0, [2, 3], 4, None),  # nothing committed yet, fetching began at 0: faust never checks
+    (None, 2, [2, 3], 4, 4),  # nothing committed yet, the run starts where fetching began
+    (None, None, [7, 8], 9, 9),  # nothing known: faust's rule
+])
+def test_commits_never_pass_a_hole_at_the_head(committed, start, acked, faust, ours) -> None:
+    faust_drain.starts.clear()
+    if start is not None:
+        faust_drain.starts["tp"] = start
+    try:
+        assert faust_drain._original_new_offset(_Offsets(committed, acked), "tp") == faust
+        assert faust_drain._new_offset(_Offsets(committed, acked), "tp") == ours
+    finally:
+        faust_drain.starts.clear()
+
+
+def test_known_gaps_count_as_acknowledged() -> None:
+    offsets = _Offsets(10, [10, 11, 14, 15])
+    offsets._gap["tp"].addi(12, 14)  # offsets 12 and 13 do not exist (compaction, markers)
+    assert faust_drain._new_offset(offsets, "tp") == 16
