@@ -56,9 +56,6 @@ class AggregatorSettings(KafkaSettings, DaySettings):
     pack_seconds: float = Field(0.2, gt=0, description="longest a resolved change waits for its pack")
     stall_seconds: float = Field(120.0, gt=0, description="no event processed this long while its partitions "
                                  "have lag: /healthz fails and the stall is logged with what is pending")
-    fast_drain: bool = Field(False, description="experimental, off: faust 0.15.3's fetch loop without four asyncio "
-                             "tasks per record and a stricter commit rule (ADR 0003); with it, records were lost "
-                             "around rebalances in two-worker runs (docs/runbook.md)")
     exit_on_stall: bool = Field(True, description="after a stall, exit (code 3) so the supervisor restarts the "
                                 "worker; state and offsets are in Kafka, so a restart is safe")
 

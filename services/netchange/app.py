@@ -38,9 +38,8 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from services import logs, serde
-from services.netchange import core, faust_drain
+from services.netchange import core
 from services.netchange.cdc import ENTITIES, MalformedEnvelope, parse_envelope
-from services.netchange.changelog import Changelog, ChangelogError
 from services.netchange.days import Calendar
 from services.netchange.stall import Verdict, Watch
 from services.netchange.watermark import Clock, WallClock, watermark
@@ -59,8 +58,6 @@ DEAD = Counter("netchange_dead_letters_total", "envelopes sent to the CDC dead-l
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
 STALLED = Gauge("netchange_stalled", "1 when no event was processed for TN_STALL_SECONDS while there is lag")
 WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
-NOT_HELD = Counter("netchange_events_not_held_total", "CDC events reaching the stage after their partition "
-                   "was revoked: not applied, not acknowledged (the partition's owner reads them again)")
 PACKS = Counter("netchange_packs_sent_total", "messages of resolved changes sent on the re-key hop")
 TICK = b"__tick__"
 PACK = b"__pack__"
@@ -76,11 +73,6 @@ def resolved_topic_name(settings: AggregatorSettings) -> str:
 
 def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust.App:
     clock = clock or WallClock()
-    if settings.fast_drain:
-        if not faust_drain.install():
-            log.warning("aggregator.fast_drain_unavailable", faust=faust.__version__, needs=faust_drain.FOR_VERSION)
-    else:
-        faust_drain.uninstall()
     cal = Calendar(settings.timezone, settings.day_seconds)
     grace_ms = int(settings.grace_seconds * 1000)
     app = faust.App(
@@ -123,34 +115,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     marks = app.Table("marks", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions,
                       options=_rocksdb_options())
 
-    # every table write goes through ``state``: its changelog messages are sent in batches and are
-    # delivered before the input they came from is acknowledged (changelog.py)
-    state = Changelog(settings.kafka_bootstrap)
-
-    async def flush_state() -> None:
-        try:
-            await state.flush()
-        except ChangelogError as exc:
-            # nothing it carried was acknowledged: a restart reads that input again (as after kill -9)
-            log.error("aggregator.changelog_refused", reason=str(exc), exiting=True)
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(4)
-
     progress: dict[str, int] = {}
-    held: set[Any] = set()  # the partitions this worker holds (the stages skip records of others)
-
-    async def holds(tp: Any) -> bool:
-        """Whether this worker holds the partition. A record delivered as a rebalance begins waits for
-        its end: when the partition stays here it must be processed here (faust hands out nothing
-        again, and would later commit past it), when it went elsewhere it must not be."""
-        if tp in held:
-            return True
-        deadline = time.monotonic() + 4 * settings.stall_seconds
-        while (app.rebalancing or not app.consumer.assignment()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        return tp in held
     # what each stage is doing right now, and when it last did something (the stall watchdog reads it)
     doing: dict[str, float] = {}
     watch = Watch(settings.stall_seconds, moved={"resolve": time.monotonic(), "fold": time.monotonic()})
@@ -167,7 +132,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                     offset=message.offset, reason=reason)
 
     packs = _Packs(settings.topic_partitions, settings.pack_events, settings.pack_seconds)
-    seen_holes: dict[Any, tuple[int | None, int | None]] = {}  # CDC partition -> (committed, read), last round
+    seen_holes: dict[Any, int | None] = {}  # CDC partition -> committed offset below a hole, last round
     packing = asyncio.Lock()
 
     async def flush_packs() -> None:
@@ -178,7 +143,6 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         doing["flush"] = time.monotonic()
         futures = [await resolved_topic.send(key=PACK, value=body, partition=partition, force=True)
                    for partition, body in bodies]
-        await flush_state()  # the ``known`` writes of these events
         await asyncio.gather(*futures)
         doing.pop("flush", None)
         PACKS.inc(len(futures))
@@ -200,12 +164,6 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         manual = stream.noack()
         async for event in manual.events():
             watch.progress("resolve", time.monotonic())
-            if not await holds(event.message.tp):
-                # its partition went to another worker in a rebalance (the record was delivered while
-                # it began): the owner reads it from the committed offset; applying it here could write
-                # state into a changelog partition another worker now owns
-                NOT_HELD.inc()
-                continue
             async with packing:
                 await resolve_one(event)
                 packs.hold(event, manual, app.rebalancing_count)  # after: a flush inside resolve_one must not ack it
@@ -238,7 +196,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         if replay:
             REPLAYS.inc()
         elif new_known is not None:
-            state.set(known, key, orjson.dumps(new_known.to_dict()))
+            known[key] = orjson.dumps(new_known.to_dict())
         EVENTS.labels(change.table).inc()
         if resolved is None:
             return
@@ -287,7 +245,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         if prior is not None and int(prior) >= wm:
             wm = int(prior)  # watermarks never go back (several workers may send ticks)
         else:
-            state.set(marks, mark_key, str(wm).encode())
+            marks[mark_key] = str(wm).encode()
         open_days = index.get(partition)
         if open_days is None:
             open_days = index[partition] = build_index(partition)
@@ -318,10 +276,10 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             await asyncio.gather(*pending)  # acknowledged by the broker before the state goes
             doing.pop("close", None)
             for key, trainee, tstate, day in closed:
-                state.delete(days, key)
+                del days[key]
                 trimmed = core.person_trim(tstate.history, day.end_ms)
                 if trimmed != tstate.history:
-                    state.set(trainees, trainee.encode(), tstate.replace_history(trimmed).dump())
+                    trainees[trainee.encode()] = tstate.replace_history(trimmed).dump()
                 DAYS_CLOSED.inc()
             del open_days[label]
             log.info("netchange.day_closed", partition=partition, day=label, trainees=len(closed),
@@ -366,22 +324,17 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 if day.label not in dirty:
                     dirty.append(day.label)
             if touched:
-                state.set(trainees, tkey, tstate.dump())
+                trainees[tkey] = tstate.dump()
             for label in dirty:
-                state.set(days, f"{trainee}|{label}".encode(), orjson.dumps(
-                    {"p": partition, "d": label, "t": trainee, "f": core.fold_to_dict(folds[label])}))
+                days[f"{trainee}|{label}".encode()] = orjson.dumps(
+                    {"p": partition, "d": label, "t": trainee, "f": core.fold_to_dict(folds[label])})
                 if partition in index:
                     index[partition].setdefault(label, set()).add(trainee)
 
     @app.agent(resolved_topic, concurrency=1)
     async def fold(stream: Any) -> None:
-        manual = stream.noack()
-        async for event in manual.events():
+        async for event in stream.events():
             watch.progress("fold", time.monotonic())
-            if not await holds(event.message.tp):
-                NOT_HELD.inc()
-                continue  # as in resolve: its owner reads it from the committed offset
-            generation = app.rebalancing_count
             partition = event.message.partition
             if event.key == TICK:
                 await close_days(partition, orjson.loads(event.value)["tick"])
@@ -389,28 +342,10 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 fold_entries(partition, orjson.loads(event.value))
             else:  # one change keyed by its trainee (the format before packs)
                 fold_entries(partition, [(event.key.decode(), orjson.loads(event.value))])
-            await flush_state()  # what this event wrote is in the changelog before it is acknowledged
-            if generation == app.rebalancing_count and not app.rebalancing:
-                await manual.ack(event)  # (read again after a rebalance otherwise, as in resolve)
 
     @app.on_partitions_revoked.connect
     async def _forget_index(sender: Any, revoked: Any, **kwargs: Any) -> None:
         index.clear()
-        held.difference_update(revoked)
-        # what was written for the revoked partitions reaches their changelogs before their new owner
-        # recovers from them (faust flushes its own producer here too)
-        await flush_state()
-
-    @app.on_partitions_assigned.connect
-    async def _hold(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        held.clear()
-        held.update(app.consumer.assignment())
-        # where a partition without a committed offset starts: faust's commits must not pass a hole
-        # there either (faust_drain._new_offset)
-        inputs = [tp for tp in held if tp.topic in cdc.topics or tp.topic == resolved_topic.get_topic_name()]
-        faust_drain.starts.clear()
-        if inputs:
-            faust_drain.starts.update(await app.consumer.earliest_offsets(*inputs))
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -481,39 +416,14 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         """Records of a CDC partition at the head of the uncommitted offsets that were handed out but
         are neither acknowledged nor waiting in a pack: the commits cannot pass them. (A record still
         queued for the stage also looks so, briefly: callers ask twice.)"""
-        if "flush" in doing:
+        committed = app.consumer._committed_offset.get(tp)
+        if committed is None or "flush" in doing:
             return False
-        # nothing committed yet counts from the start: records handed out before a worker's first
-        # commit and lost in a rebalance then (a worker joining while the first is busy) leave the
-        # same hole, which the commits would never pass
-        committed = app.consumer._committed_offset.get(tp) or 0
         high = app.consumer.highwater(tp)
         if high is None or high <= committed:
             return False  # everything there is has been committed
         head = unacked_head(tp)
         return bool(head) and not packs.holds(tp, below=head.stop)
-
-    def fold_hole(tp: Any) -> bool:
-        """The fold acknowledges each record as soon as its writes are delivered, so unacknowledged
-        records at the head of a partition of its input, the same ones a round later, lost their
-        acknowledgements."""
-        high = app.consumer.highwater(tp)
-        committed = app.consumer._committed_offset.get(tp) or 0
-        return high is not None and high > committed and bool(unacked_head(tp))
-
-    async def undelivered(tp: Any) -> bool:
-        """The client's position is past records of a CDC partition that faust has not handed out,
-        while there is uncommitted lag and no pack holds any of them (prefetched records look so
-        too, briefly: callers ask twice)."""
-        consumer = app.consumer
-        committed = consumer._committed_offset.get(tp)
-        high = consumer.highwater(tp)
-        if "flush" in doing or high is None or high <= (committed or 0):
-            return False
-        read = consumer._read_offset.get(tp)
-        position = await consumer.position(tp)
-        delivered = max(read if read is not None else -1, committed if committed is not None else -1)
-        return position is not None and position > delivered + 1 and not packs.holds(tp, below=position)
 
     async def refetch(lost: dict[Any, int | None]) -> None:
         for tp, offset in lost.items():  # replays are idempotent (by Debezium position)
@@ -534,20 +444,11 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             # rebalances: faust does not hand out again what it had handed out before, even to a
             # worker that keeps the partition). Read from the committed offset again now, rather than
             # wait for a stall.
-            # The same for records the client fetched that faust never handed out (its read offset
-            # and the committed one stand still, two rounds running, behind the client's position):
-            # seen when a worker joins the group while the first is still busy.
-            consumer = app.consumer
-            holes: dict[Any, tuple[int | None, int | None]] = {}
-            for tp in consumer.assignment():
-                if tp.topic in cdc.topics and (acks_lost(tp) or await undelivered(tp)):
-                    holes[tp] = (consumer._committed_offset.get(tp), consumer._read_offset.get(tp))
-                elif tp.topic == resolved_topic.get_topic_name() and fold_hole(tp):
-                    # the fold's read offset moves with every tick: the hole itself must stand still
-                    holes[tp] = (consumer._committed_offset.get(tp), unacked_head(tp).stop)
-            again = {tp: snap[0] for tp, snap in holes.items() if seen_holes.get(tp) == snap}
+            holes = {tp: app.consumer._committed_offset.get(tp) for tp in app.consumer.assignment()
+                     if tp.topic in cdc.topics and acks_lost(tp)}
+            again = {tp: offset for tp, offset in holes.items() if seen_holes.get(tp, -2) == offset}
             seen_holes.clear()
-            seen_holes.update({tp: snap for tp, snap in holes.items() if tp not in again})
+            seen_holes.update({tp: offset for tp, offset in holes.items() if tp not in again})
             if again:
                 log.info("aggregator.reread_lost_acks",
                          refetch={f"{tp.topic}:{tp.partition}": offset for tp, offset in again.items()})
