@@ -15,9 +15,8 @@ agent's queue) is unchanged, and so are the read offsets, gaps and commits aroun
 a delivery that starts before a rebalance and waits (for room in the agent's queue, or for flow
 control) is no longer cancelled when the rebalance begins, so the record reaches the stage after
 it instead of being skipped while faust's read offset moves past it (one of the ways records went
-missing around rebalances, docs/runbook.md). The stage then sees a record of a partition it may no
-longer hold: ``resolve`` neither applies nor acknowledges those (app.py), and the partition's owner
-reads it from the committed offset. ADR 0003 has the decision and its alternatives.
+missing around rebalances, docs/runbook.md). Not used by the aggregator: with it, two-worker runs
+lost records (ADR 0003, "Status"); bench/faust_noop.py measures faust's ceiling with it.
 """
 
 from __future__ import annotations

@@ -22,16 +22,17 @@ from services.netchange.changelog import Changelog, ChangelogError
 from tests.integration.conftest import consume
 
 
-def _table(bootstrap: str, datadir: Path) -> Any:
+def _table(bootstrap: str, datadir: Path, **topic_config: str) -> tuple[Any, str]:
+    """A faust RocksDB table of 2 partitions, its changelog topic created with ``topic_config``."""
     app = faust.App(f"cl-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", store="rocksdb://",
                     datadir=str(datadir), key_serializer="raw", value_serializer="raw")
-    return app.Table("state", key_type=bytes, value_type=bytes, partitions=2)
-
-
-def _create(bootstrap: str, topic: str, **config: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until the futures resolve
-    for f in admin.create_topics([NewTopic(topic, 2, 1, config=config)]).values():
-        f.result(30)
+    table = app.Table("state", key_type=bytes, value_type=bytes, partitions=2)
+    topic = table.changelog_topic.get_topic_name()
+    if topic_config:
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until the futures resolve
+        for f in admin.create_topics([NewTopic(topic, 2, 1, config=topic_config)]).values():
+            f.result(30)
+    return table, topic
 
 
 class _Event:
@@ -56,9 +57,7 @@ class _On:
 
 
 def test_flush_returns_once_the_broker_has_every_write_and_persists_the_offsets(stack: Any, tmp_path: Path) -> None:
-    table = _table(stack.bootstrap, tmp_path)
-    topic = table.changelog_topic.get_topic_name()
-    _create(stack.bootstrap, topic, **{"cleanup.policy": "compact"})
+    table, topic = _table(stack.bootstrap, tmp_path, **{"cleanup.policy": "compact"})
     writer = Changelog(stack.bootstrap)
     with _On(0):
         writer.set(table, b"a", b"1")
@@ -83,9 +82,7 @@ def test_flush_returns_once_the_broker_has_every_write_and_persists_the_offsets(
 
 
 def test_a_refused_message_fails_the_flush_and_persists_nothing(stack: Any, tmp_path: Path) -> None:
-    table = _table(stack.bootstrap, tmp_path)
-    topic = table.changelog_topic.get_topic_name()
-    _create(stack.bootstrap, topic, **{"max.message.bytes": "2000"})
+    table, topic = _table(stack.bootstrap, tmp_path, **{"max.message.bytes": "2000"})
     writer = Changelog(stack.bootstrap)
     with _On(0):
         writer.set(table, b"big", b"v" * 50_000)
@@ -95,7 +92,7 @@ def test_a_refused_message_fails_the_flush_and_persists_nothing(stack: Any, tmp_
 
 
 def test_a_write_outside_stream_processing_is_refused(stack: Any, tmp_path: Path) -> None:
-    table = _table(stack.bootstrap, tmp_path)
+    table, _ = _table(stack.bootstrap, tmp_path)
     writer = Changelog(stack.bootstrap)
     with pytest.raises(RuntimeError, match="outside stream processing"):
         writer.set(table, b"a", b"1")
