@@ -1,66 +1,64 @@
 """``trainee-notify aggregate EVENTS.jsonl``: the core over a file (tests, backfills, "what would be sent").
 
 Also :class:`Aggregation`, the in-memory driver of the core that the batch command and benchmarks
-use; the streaming app drives the same functions with Faust tables instead of dicts.
+use; the streaming app drives the same :class:`~services.netchange.trainee.Fold` with a faust table.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import orjson
 
-from services.netchange import core
+from services.netchange import trainee
 from services.netchange.cdc import ENTITIES, Change, MalformedEnvelope, parse_envelope
-from services.netchange.days import Calendar, Day
+from services.netchange.days import Calendar
+from services.netchange.trainee import Fold, Router, TraineeState
 
 
 class Aggregation:
-    """Global known state per entity, folds per (trainee, day), person history per trainee."""
+    """Per trainee, the state the stream keeps (:class:`~services.netchange.trainee.TraineeState`),
+    driven by the same :class:`~services.netchange.trainee.Fold`; a :class:`Router` splits owner
+    changes as the connector does."""
 
     def __init__(self, calendar: Calendar) -> None:
-        self.calendar = calendar
-        self.known: dict[tuple[str, str], core.Known] = {}
-        self.days: dict[tuple[str, str], core.DayFold] = {}
-        self.day_by_label: dict[str, Day] = {}
-        self.people: dict[str, core.PersonHistory] = {}
-        self.truncates = 0
-        self.baselines = 0
+        self.fold = Fold(calendar)
+        self.router = Router()
+        self.states: dict[str, TraineeState] = {}
+        self.outcomes: Counter[str] = Counter()
+
+    @property
+    def baselines(self) -> int:
+        return self.outcomes[trainee.BASELINE]
+
+    @property
+    def truncates(self) -> int:
+        return self.outcomes["truncate"]
 
     def apply(self, change: Change) -> None:
-        op = change.op
-        if op == "t" or op == "m" or change.entity_id is None:
-            self.truncates += op == "t"
+        if change.op in ("t", "m") or change.entity_id is None:
+            self.outcomes["truncate" if change.op == "t" else trainee.IGNORED] += 1
             return
-        key = (change.table, change.entity_id)
-        known, resolved, _ = core.resolve(self.known.get(key), change)
-        if known is not None:
-            self.known[key] = known
-        if resolved is None:
-            return
-        self.baselines += resolved.baseline
-        day = self.calendar.day_of(resolved.ts_ms)
-        label = day.label
-        self.day_by_label[label] = day
-        people, days = self.people, self.days
-        personal = resolved.table == "personal_details"
-        for trainee in resolved.owners():
-            if personal:
-                hist = core.person_apply(people.get(trainee, ()), day, resolved)
-                if hist is not None:
-                    people[trainee] = hist
-            folded = core.fold(days.get((trainee, label)), resolved)
-            if folded is not None:
-                days[(trainee, label)] = folded
+        states: dict[str, TraineeState] = {}
+        outcomes = []
+        for who, routed in self.router.route(change):  # all owners, or none: an error changes nothing
+            state = states.get(who) or self.states.get(who) or TraineeState()
+            states[who], outcome = self.fold.apply(state, who, routed)
+            outcomes.append(outcome)
+        self.states.update(states)
+        self.outcomes.update(outcomes)
 
     def close_all(self) -> Iterator[dict[str, Any]]:
-        """Every (trainee, day) with a net change, ordered by (day, trainee_id)."""
-        for trainee, label in sorted(self.days, key=lambda k: (k[1], k[0])):
-            day = self.day_by_label[label]
-            person = core.person_at(self.people.get(trainee, ()), day)
-            record = core.close(trainee, day, self.days[(trainee, label)], person)
+        """Every (trainee, day) with a net change, ordered by (day, trainee_id); each trainee's days
+        close oldest first, as the stream closes them."""
+        open_days = sorted(((label, who) for who, state in self.states.items() for label in state.days))
+        by_label = {}
+        for label, who in open_days:
+            day = by_label.get(label) or by_label.setdefault(label, self.fold.calendar.by_label(label))
+            record, self.states[who] = self.fold.close(self.states[who], who, day)
             if record is not None:
                 yield record
 
@@ -90,7 +88,13 @@ def aggregate_lines(lines: Iterable[bytes | str], calendar: Calendar, err: IO[st
             continue
         if change.op == "t" and err is not None:
             print(f"line {number}: truncate of {change.table} changes nothing", file=err)
-        agg.apply(change)
+        try:
+            agg.apply(change)
+        except Exception as exc:  # noqa: BLE001 - one bad line never stops the run; the reason names no data
+            stats["skipped"] += 1
+            if err is not None:
+                print(f"line {number}: skipped: cannot apply: {type(exc).__name__}", file=err)
+            continue
         stats["applied"] += 1
     records = list(agg.close_all())
     stats["records"] = len(records)
