@@ -1,12 +1,11 @@
 """faust's own ceiling: a faust worker whose agent does nothing, on the same topics.
 
-    .venv/bin/python bench/faust_noop.py BOOTSTRAP EXPECTED TOPIC [TOPIC ...] [--faust-loop]
+    .venv/bin/python bench/faust_noop.py BOOTSTRAP EXPECTED TOPIC [TOPIC ...]
 
 Reads every message of the topics with a fresh group (from the earliest offset) through a faust
-agent that only counts (``stream.events()``, auto-acknowledged as faust does by default), and prints
-one JSON line: messages/s from the first message to the last. ``--faust-loop`` keeps faust's own
-fetch loop; without it the aggregator's replacement (services/netchange/faust_drain.py) is
-installed, as the aggregator does by default. bench/aggregator_bench.py runs both on its CDC topics.
+agent that only counts (``stream.events()``, auto-acknowledged as faust does by default), on faust's
+own fetch loop, and prints one JSON line: messages/s from the first message to the last.
+bench/aggregator_bench.py runs it on its CDC topics.
 """
 
 from __future__ import annotations
@@ -24,14 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    faust_loop = "--faust-loop" in sys.argv
     bootstrap, expected, topics = args[0], int(args[1]), args[2:]
     import faust
 
-    from services.netchange import faust_drain
-
-    if not faust_loop and not faust_drain.install():
-        raise SystemExit(f"faust {faust.__version__}: the replacement loop is for {faust_drain.FOR_VERSION}")
     app = faust.App(f"noop-{os.getpid()}-{int(time.time())}", broker=f"kafka://{bootstrap}",
                     key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest",
                     web_enabled=False, store="memory://", stream_wait_empty=False,
@@ -49,8 +43,7 @@ def main() -> None:
             if seen["n"] >= expected:
                 took = time.perf_counter() - seen["t0"]
                 result.write(json.dumps({"messages": seen["n"], "seconds": round(took, 2),
-                                         "messages_per_s": round(seen["n"] / took),
-                                         "loop": "faust" if faust_loop else "faust_drain"}) + "\n")
+                                         "messages_per_s": round(seen["n"] / took)}) + "\n")
                 result.flush()
                 os._exit(0)
 

@@ -19,16 +19,31 @@ class _Base(BaseSettings):
 class KafkaSettings(_Base):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     cdc_topic_prefix: str = Field("tis", description="Debezium topic.prefix; CDC topics are <prefix>.tss.<table>")
-    topic_partitions: int = Field(4, ge=1, description="partitions of the topics this project creates")
+    topic_partitions: int = Field(12, ge=1, description="partitions of the topics this project creates (and "
+                                  "the connector's): up to this many busy aggregator workers")
     replication_factor: int = Field(1, ge=1)
     netchange_topic: str = "trainee-notify.netchange.v1"
     cdc_dlq_topic: str = "trainee-notify.cdc-dlq.v1"
     delivery_status_topic: str = "trainee-notify.delivery-status.v1"
     mail_dlq_topic: str = "trainee-notify.mail-dlq.v1"
+    app_id: str = Field("trainee-notify-aggregator", description="the aggregator's faust app id: its consumer "
+                        "group and the prefix of its own topics (table changelog, ticks)")
 
     def heartbeat_topic(self) -> str:
         """Where Debezium's heartbeats land (topic.heartbeat.prefix + topic.prefix)."""
         return f"__debezium-heartbeat.{self.cdc_topic_prefix}"
+
+    def ticks_topic(self) -> str:
+        """The aggregator's watermark ticks, one per partition, co-partitioned with the CDC topics."""
+        return f"{self.app_id}-ticks"
+
+    def changelog_topic(self) -> str:
+        """The changelog of the aggregator's ``trainees`` table (faust's name for it)."""
+        return f"{self.app_id}-trainees-changelog"
+
+    def leader_topic(self) -> str:
+        """faust's partition assignor's topic."""
+        return f"{self.app_id}-__assignor-__leader"
 
     def cdc_topics(self) -> list[str]:
         from services.netchange.cdc import ENTITIES
@@ -44,16 +59,16 @@ class DaySettings(_Base):
 
 
 class AggregatorSettings(KafkaSettings, DaySettings):
-    app_id: str = "trainee-notify-aggregator"
     data_dir: Path = Path(".data/aggregator")
     tick_seconds: float = Field(5.0, gt=0, description="how often the watermark tick is sent to every partition")
     web_port: int = Field(6066, description="faust web: /healthz, /readyz, /metrics")
     web_host: str = "127.0.0.1"
     store: str = Field("rocksdb://", description="faust table store: rocksdb:// or memory://")
     watermark_file: Path | None = Field(None, description="tests: read the watermark (epoch seconds) from this file")
-    pack_events: int = Field(2000, ge=1, description="resolved changes carried per partition in one message of "
-                             "the re-key hop (events are acknowledged after their pack is delivered)")
-    pack_seconds: float = Field(0.2, gt=0, description="longest a resolved change waits for its pack")
+    standby_replicas: int = Field(0, ge=0, description="faust standby replicas of the trainees table: a worker "
+                                  "keeps a copy of other partitions' state, so a fail-over does not replay "
+                                  "the changelog (production: 1)")
+    state_cache: int = Field(20000, ge=1, description="decoded trainee states kept in memory per worker")
     stall_seconds: float = Field(120.0, gt=0, description="no event processed this long while its partitions "
                                  "have lag: /healthz fails and the stall is logged with what is pending")
     exit_on_stall: bool = Field(True, description="after a stall, exit (code 3) so the supervisor restarts the "

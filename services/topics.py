@@ -82,7 +82,16 @@ def declared_topics(settings: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(settings.heartbeat_topic(), 1, "delete", DAY_MS,
                   "Debezium heartbeats: the connector's progress, which holds the aggregator's watermark", rf),
     ]
-    return cdc + own
+    # the aggregator's own topics, which faust would otherwise create itself just before its group's
+    # assignment (and then fail table writes until a metadata refresh: "changelog topic has 0 partitions")
+    aggregator = [
+        TopicSpec(settings.changelog_topic(), n, "compact", INFINITE,
+                  "the aggregator's trainees table: per trainee, known records, open days, person history", rf),
+        TopicSpec(settings.ticks_topic(), n, "delete", DAY_MS,
+                  "watermark ticks, one per partition, that close the aggregator's days", rf),
+        TopicSpec(settings.leader_topic(), 1, "delete", DAY_MS, "faust's partition assignor (the aggregator's group)", rf),
+    ]
+    return cdc + own + aggregator
 
 
 def _admin(settings: KafkaSettings) -> AdminClient:

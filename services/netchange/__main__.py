@@ -12,24 +12,13 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True)
 
 
-def ensure_resolved_topic(settings: AggregatorSettings) -> None:
-    """Create the re-keyed topic before Faust subscribes: a topic missing at subscription time is
-    ignored by Faust for the life of the worker ("Ignoring missing topic")."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+def ensure_topics(settings: AggregatorSettings) -> None:
+    """Create every declared topic that is missing (idempotent, as ``topics apply``) before faust
+    subscribes: a topic missing at subscription time is ignored by faust for the life of the worker,
+    and a changelog faust creates itself is unknown to its consumer until a metadata refresh."""
+    from services.topics import apply_topics
 
-    from services.netchange.app import resolved_topic_name
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    name = resolved_topic_name(settings)
-    if name in admin.list_topics(timeout=30).topics:
-        return
-    futures = admin.create_topics([NewTopic(name, settings.topic_partitions, settings.replication_factor,
-                                            config={"retention.ms": str(7 * 86_400_000)})])
-    try:
-        futures[name].result(30)
-    except Exception as exc:
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise
+    apply_topics(settings)
 
 
 @app.command("run")
@@ -45,7 +34,7 @@ def run() -> None:
     level, json_logs = logs.configure()
     settings = AggregatorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_resolved_topic(settings)
+    ensure_topics(settings)
     clock = FileClock(settings.watermark_file) if settings.watermark_file else WallClock()
     faust_app = build_app(settings, clock)
     worker = faust.Worker(faust_app, loglevel=level, quiet=True,

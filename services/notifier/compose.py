@@ -32,6 +32,7 @@ from services.notifier.contacts import (
     Contact,
     Contacts,
     deanery_of,
+    local_offices_of,
 )
 from services.notifier.document import (
     ContactBlock,
@@ -88,6 +89,7 @@ __all__ = [
     "compose_previous_address_notice",
     "deanery_of",
     "digest_document",
+    "local_offices_of",
     "previous_address_document",
     "render_html",
     "render_text",

@@ -2,9 +2,12 @@
 
 A :class:`Contacts` table maps a managing deanery (local office) to a :class:`Contact` — a name and
 an email address and/or a web page — with a fallback general contact for every record whose local
-office is unknown. Deanery names are matched loosely; :func:`deanery_of` finds a record's deanery
-where the net-change record shows it. The built-in table (:data:`DEFAULT_CONTACTS`, example
-addresses) covers the NHS England local offices; :meth:`Contacts.from_json` reads another from a file.
+office is unknown. Deanery names are matched loosely. :meth:`Contacts.for_record` chooses a record's
+contact: the deanery of a programme membership among the day's changes (:func:`deanery_of`), else
+the first configured one of the trainee's current local offices (:func:`local_offices_of`, the
+record's optional ``local_offices``, NetChange v2), else the fallback. The built-in table
+(:data:`DEFAULT_CONTACTS`, example addresses) covers the NHS England local offices;
+:meth:`Contacts.from_json` reads another from a file.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Final
 
 from services.notifier.safety import Refused, has_control_characters, validate_address
 
-__all__ = ["DEFAULT_CONTACTS", "Contact", "Contacts", "deanery_of"]
+__all__ = ["DEFAULT_CONTACTS", "Contact", "Contacts", "deanery_of", "local_offices_of"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,20 @@ def deanery_of(record: Mapping[str, Any]) -> str | None:
     found = current or removed
     return found[0] if found else None
 
+
+def local_offices_of(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The local offices (managing deaneries) of the trainee's current programme memberships at the
+    day's close, from the record's optional ``local_offices`` (NetChange v2), sorted and deduplicated.
+
+    Empty when the record has no such field (written with v1, or an older batch file), when it is
+    null (none known), or when it is not a list; entries that are not non-blank text are ignored.
+    """
+    raw = record.get("local_offices")
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+        return ()
+    return tuple(sorted({office for office in raw if isinstance(office, str) and office.strip()}))
+
+
 @dataclass(frozen=True)
 class Contacts:
     """Local office contacts keyed by ``managing_deanery``, with a fallback general contact.
@@ -101,15 +118,32 @@ class Contacts:
         index = {_deanery_key(name): contact for name, contact in self.local_offices.items()}
         object.__setattr__(self, "_index", index)
 
+    def configured(self, deanery: str | None) -> Contact | None:
+        """The contact configured for a managing deanery (local office), or ``None``."""
+        if not deanery:
+            return None
+        return self._index.get(_deanery_key(deanery))
+
     def for_deanery(self, deanery: str | None) -> Contact:
         """The contact for a managing deanery (local office), or the fallback."""
-        if not deanery:
-            return self.fallback
-        return self._index.get(_deanery_key(deanery), self.fallback)
+        return self.configured(deanery) or self.fallback
 
     def for_record(self, record: Mapping[str, Any]) -> Contact:
-        """The contact for a net-change record: see :func:`deanery_of` for its limits."""
-        return self.for_deanery(deanery_of(record))
+        """The contact for a net-change record, the first of these that has a configured contact:
+
+        1. the managing deanery of a programme membership among the day's changes
+           (:func:`deanery_of`), so a new or moved programme names its own local office;
+        2. the trainee's current local offices at the day's close (:func:`local_offices_of`), in
+           sorted order;
+        3. the fallback general contact.
+
+        A record without ``local_offices`` (v1) gets what it got before v2: step 1, else the fallback.
+        """
+        for deanery in (deanery_of(record), *local_offices_of(record)):
+            contact = self.configured(deanery)
+            if contact is not None:
+                return contact
+        return self.fallback
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Contacts:

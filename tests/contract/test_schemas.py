@@ -3,7 +3,11 @@ schemas/history/ can still be read by the current one (backward compatibility).
 
 History files are named ``<namespace>.<Name>.v<N>.avsc`` and pair with the current
 ``<namespace>.<Name>.avsc``: data written with v<N> must resolve against the current schema
-(fastavro schema resolution: write with the old schema, read with the new one).
+(fastavro schema resolution: write with the old schema, read with the new one). The newest
+released version is the current schema itself: changing a schema means adding ``v<N+1>``.
+
+NetChange versions: v1 the first; v2 adds the optional ``local_offices`` (the managing deaneries of
+the trainee's current programme memberships at the day's close, or null).
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ def current_for(history_file: Path) -> Path:
 
 def examples(name: str) -> list[dict[str, Any]]:
     if name == serde.NETCHANGE:
-        return [load(GOLDEN / "full_record.json"), load(GOLDEN / "minimal_record.json")]
+        full, minimal = load(GOLDEN / "full_record.json"), load(GOLDEN / "minimal_record.json")
+        offices = ["Health Education England East of England", "Health Education England Wessex"]
+        return [full, minimal, {**full, "local_offices": offices}, {**minimal, "local_offices": []},
+                {**minimal, "local_offices": None}]
     if name == serde.DELIVERY_STATUS:
         base = {"notification_id": "47165:2026-11-24:digest", "record_id": "47165:2026-11-24", "trainee_id": "47165",
                 "day": "2026-11-24", "kind": "digest", "status": "SENT", "attempt": 1, "generation": 0,
@@ -70,6 +77,30 @@ def normalise(value: Any) -> Any:
     return value
 
 
+def defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """The top-level fields that have a default, with it: what a value that leaves them out holds."""
+    return {f["name"]: f["default"] for f in schema["fields"] if "default" in f}
+
+
+def released(name: str) -> dict[int, Path]:
+    found = {}
+    for path in RELEASED:
+        match = VERSIONED.match(path.name)
+        if match and match["name"] == name:
+            found[int(match["version"])] = path
+    return found
+
+
+def single_object(writer: dict[str, Any], value: dict[str, Any]) -> bytes:
+    """``value`` on the wire as a producer holding only ``writer`` would have sent it."""
+    parsed = parse_schema(writer)
+    buf = io.BytesIO()
+    buf.write(serde.MAGIC)
+    buf.write(serde._fingerprint_of(parsed))
+    fastavro.schemaless_writer(buf, parsed, value)
+    return buf.getvalue()
+
+
 def test_there_are_schemas_and_released_versions() -> None:
     assert {p.stem for p in CURRENT} == {serde.NETCHANGE, serde.DELIVERY_STATUS}
     assert {current_for(p).stem for p in RELEASED} == {p.stem for p in CURRENT}, "each schema has a released version"
@@ -85,9 +116,22 @@ def test_every_schema_parses_and_is_named_after_its_file(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", CURRENT, ids=lambda p: p.stem)
+def test_the_newest_released_version_is_the_current_schema(path: Path) -> None:
+    """A change to a schema ships as a new version in schemas/history/, numbered without gaps."""
+    versions = released(path.stem)
+    assert sorted(versions) == list(range(1, len(versions) + 1)), versions
+    newest = versions[max(versions)]
+    assert serde._fingerprint_of(parse_schema(load(newest))) == serde._fingerprint_of(parse_schema(load(path))), (
+        f"{path.name} differs from {newest.name}: add it as v{max(versions) + 1}"
+    )
+    assert load(newest) == load(path), f"{newest.name} is a copy of {path.name}, docs included"
+
+
+@pytest.mark.parametrize("path", CURRENT, ids=lambda p: p.stem)
 def test_values_round_trip_through_the_wire_encoding(path: Path) -> None:
+    fill = defaults(load(path))
     for value in examples(path.stem):
-        assert normalise(serde.decode(path.stem, serde.encode(path.stem, value))) == normalise(value)
+        assert normalise(serde.decode(path.stem, serde.encode(path.stem, value))) == normalise({**fill, **value})
 
 
 @pytest.mark.parametrize("path", CURRENT, ids=lambda p: p.stem)
@@ -103,6 +147,8 @@ def test_generated_values_round_trip(path: Path) -> None:
 @pytest.mark.parametrize("old", RELEASED, ids=lambda p: p.name)
 def test_data_written_with_a_released_schema_is_readable_by_the_current_one(old: Path) -> None:
     writer, reader = parse_schema(load(old)), parse_schema(load(current_for(old)))
+    writer_fields = {f["name"] for f in load(old)["fields"]}
+    reader_defaults = defaults(load(current_for(old)))
     reader_fields = {f["name"] for f in load(current_for(old))["fields"]}
     values = list(generate_many(writer, 100))
     try:
@@ -118,8 +164,10 @@ def test_data_written_with_a_released_schema_is_readable_by_the_current_one(old:
         buf.seek(0)
         read = fastavro.schemaless_reader(buf, writer, reader)  # raises SchemaResolutionError if incompatible
         assert isinstance(read, dict)
-        kept = {k: v for k, v in value.items() if k in reader_fields}
+        kept = {k: v for k, v in value.items() if k in reader_fields and k in writer_fields}
         assert normalise({k: read[k] for k in kept}) == normalise(kept)
+        added = reader_fields - writer_fields  # fields the old writer did not have read as their defaults
+        assert {k: read[k] for k in added} == {k: reader_defaults[k] for k in added}
 
 
 def test_resolution_would_catch_an_incompatible_change() -> None:
@@ -140,12 +188,12 @@ def test_values_written_with_a_released_version_decode_as_the_current_schema(tmp
 
     current = load(SCHEMAS / f"{serde.NETCHANGE}.avsc")
     newer = {**current, "fields": [*current["fields"], {"name": "note", "type": ["null", "string"], "default": None}]}
-    (tmp_path / "history").mkdir()
-    shutil.copy(HISTORY / f"{serde.NETCHANGE}.v1.avsc", tmp_path / "history" / f"{serde.NETCHANGE}.v1.avsc")
+    shutil.copytree(HISTORY, tmp_path / "history")
     (tmp_path / f"{serde.NETCHANGE}.avsc").write_text(json.dumps(newer))
     record = {"id": "1:2026-11-24", "trainee_id": "1", "day": "2026-11-24", "late": False, "changes": [],
-              "recipient": None, "previous_email": None, "suppressed": None}
-    old_bytes = serde.encode(serde.NETCHANGE, record)  # written with today's schema (= v1)
+              "recipient": None, "previous_email": None, "suppressed": None,
+              "local_offices": ["Health Education England Wessex"]}
+    old_bytes = serde.encode(serde.NETCHANGE, record)  # written with today's schema (= the newest released)
     original = serde.schema_dir
     try:
         serde.schema_dir = lambda: tmp_path  # type: ignore[assignment]
@@ -156,3 +204,41 @@ def test_values_written_with_a_released_version_decode_as_the_current_schema(tmp
         serde.schema_dir = original  # type: ignore[assignment]
         for fn in (serde.schema, serde._fingerprint, serde._writers):
             fn.cache_clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# NetChange v1 -> v2: the optional local_offices
+
+
+def test_netchange_v1_values_decode_with_the_current_reader() -> None:
+    """Records a v1 aggregator wrote (still on the topic, or replayed) read as today's schema, with no
+    local office known: the mailer then chooses the contact as it did before v2."""
+    v1 = load(released(serde.NETCHANGE)[1])
+    assert "local_offices" not in {f["name"] for f in v1["fields"]}
+    for value in (load(GOLDEN / "full_record.json"), load(GOLDEN / "minimal_record.json")):
+        data = single_object(v1, value)
+        assert data[2:10] != serde.encode(serde.NETCHANGE, value)[2:10], "v1 and v2 have different fingerprints"
+        assert serde.decode(serde.NETCHANGE, data) == {**value, "local_offices": None}
+
+
+@pytest.mark.parametrize("offices", [None, [], ["Health Education England East of England"],
+                                     ["Health Education England East of England", "Health Education England Wessex"]])
+def test_netchange_local_offices_round_trip(offices: list[str] | None) -> None:
+    record = {**load(GOLDEN / "minimal_record.json"), "local_offices": offices}
+    assert serde.decode(serde.NETCHANGE, serde.encode(serde.NETCHANGE, record)) == record
+    current = load(SCHEMAS / f"{serde.NETCHANGE}.avsc")
+    field = next(f for f in current["fields"] if f["name"] == "local_offices")
+    assert field["type"] == ["null", {"type": "array", "items": "string"}] and field["default"] is None
+
+
+def test_netchange_v2_values_are_readable_by_a_v1_reader() -> None:
+    """Forward compatible in Avro too: resolved against v1, a v2 value just loses local_offices. (serde
+    still finds the writer by fingerprint, so a mailer must have v2 in schemas/ before it can read
+    what a v2 aggregator writes: deploy the mailer first, or both from one image.)"""
+    v1, v2 = (parse_schema(load(released(serde.NETCHANGE)[n])) for n in (1, 2))
+    value = {**load(GOLDEN / "full_record.json"), "local_offices": ["Health Education England East of England"]}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, v2, value)
+    buf.seek(0)
+    read = fastavro.schemaless_reader(buf, v2, v1)
+    assert read == {k: v for k, v in value.items() if k != "local_offices"}

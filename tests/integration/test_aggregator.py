@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from typing import Any
 
 import orjson
 
-from services.netchange import core
-from services.netchange.batch import aggregate_lines
+from services import serde
+from services.netchange import trainee
+from services.netchange.batch import Aggregation, aggregate_lines
 from services.netchange.cdc import parse_envelope
 from services.netchange.days import Calendar
 from tests.integration.workload import LONDON, AggregatorRun, london_ms, metric, wait_metric, workload
@@ -27,18 +30,14 @@ def batch(envs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def fold_inputs(envs: list[dict[str, Any]]) -> int:
-    """How many resolved changes reach the fold agent (one per owner of each resolved change)."""
-    known: dict[Any, core.Known] = {}
-    total = 0
+    """How many changes the aggregator folds into a trainee's day (the batch's count over the same
+    events, owner changes split as the connector splits them)."""
+    agg = Aggregation(Calendar())
     for env in envs:
         change = parse_envelope(orjson.dumps(env))
-        if change is None or change.entity_id is None:
-            continue
-        new, resolved, _ = core.resolve(known.get(change.key), change)
-        if new is not None:
-            known[change.key] = new
-        total += len(resolved.owners()) if resolved else 0
-    return total
+        if change is not None:
+            agg.apply(change)
+    return agg.outcomes[trainee.FOLDED]
 
 
 def assert_matches_batch(emitted: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> None:
@@ -54,6 +53,16 @@ def assert_matches_batch(emitted: list[dict[str, Any]], expected: dict[str, dict
 def http_json(service: Any, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{service.env['TN_WEB_PORT']}{path}", timeout=5) as resp:
         return orjson.loads(resp.read())
+
+
+def http_status(service: Any, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{service.env['TN_WEB_PORT']}{path}", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 def london_date(ts_ms: int) -> str:
@@ -99,7 +108,8 @@ def test_the_clock_closes_days_the_maximum_hold_forces_them_and_late_events_are_
                  envelope("placement", "u", p0, {**p0, "site": "Royal Papworth Hospital"}, london_ms(day, 10))])
     agg = run.service(TN_MAX_HOLD_SECONDS="600").start()
     try:
-        wait_metric(agg, "netchange_events_folded_total", 3)
+        wait_metric(agg, "netchange_events_applied_total", 3)
+        assert metric(agg, "netchange_baselines_total") == 2 and metric(agg, "netchange_events_folded_total") == 1
         assert http_json(agg, "/healthz") == {"status": "ok"} and http_json(agg, "/readyz") == {"ready": True}
         # 1. the clock passes midnight + grace: the day closes with no further events
         run.set_clock(end + GRACE_MS + 5_000)
@@ -109,7 +119,7 @@ def test_the_clock_closes_days_the_maximum_hold_forces_them_and_late_events_are_
         p1 = {**p0, "site": "Royal Papworth Hospital"}
         p2 = {**p1, "grade": "ST4"}
         run.produce([envelope("placement", "u", p1, p2, end + 10 * 3_600_000)])
-        wait_metric(agg, "netchange_events_folded_total", 4)
+        wait_metric(agg, "netchange_events_folded_total", 2)
         end2 = end + 24 * 3_600_000
         run.set_clock(end2 + GRACE_MS + 5_000, heartbeat=False)
         assert len(run.records(1, timeout=8, idle=0)) == 1  # still only the first day
@@ -176,3 +186,65 @@ def test_malformed_envelopes_go_to_the_dead_letter_topic_and_the_rest_is_right(r
         assert any(want.encode() in h["reason"] for raw, want in bad if raw == value)
     assert reasons == {"not JSON": 250, "source.ts_ms": 250, "unknown table": 250, "no primary key": 250}
     assert "Traceback" not in agg.log()
+
+
+def test_events_not_keyed_by_trainee_go_to_the_dead_letter_naming_the_connector_setting(run: AggregatorRun) -> None:
+    """A connector without ``message.key.columns`` keys by primary key: every such event is refused with
+    a reason that names the setting, the worker says so once as an error, and keyed events still work."""
+    day = dt.date(2026, 11, 24)
+    tid = f"{run.prefix}k"
+    p0 = placement(f"{tid}-p", tid)
+    good = [envelope("placement", "r", None, p0, london_ms(day, 1), snapshot="true"),
+            envelope("placement", "u", p0, {**p0, "grade": "ST4"}, london_ms(day, 9))]
+    entity_keyed = [envelope("placement", "u", {**p0, "grade": "ST4"}, {**p0, "grade": f"ST{5 + i}"},
+                             london_ms(day, 10 + i)) for i in range(5)]
+    run.set_clock(london_ms(day, 12))
+    run.produce(good)
+    run.produce([orjson.dumps(e) for e in entity_keyed], table="placement", key=orjson.dumps({"id": p0["id"]}))
+    agg = run.service().start()
+    try:
+        wait_metric(agg, "netchange_dead_letters_total", 5)
+        run.set_clock(london_ms(day + dt.timedelta(days=1), 0) + GRACE_MS + 5_000)
+        [record] = run.netchange(1, timeout=60)
+        dead = run.records(5, topic=run.settings.cdc_dlq_topic, idle=1)
+    finally:
+        agg.stop()
+    assert record["changes"][0]["fields"] == {"grade": {"old": "ST3", "new": "ST4"}}
+    assert len(dead) == 5
+    for key, _, headers in dead:
+        assert key == orjson.dumps({"id": p0["id"]})
+        assert b"message.key.columns" in dict(headers)["reason"]
+    errors = [line for line in agg.log().splitlines() if "cdc.key_not_trainee" in line]
+    assert len(errors) == 1 and "error" in errors[0].lower()
+
+
+def test_a_first_start_on_fresh_topics_never_crash_loops_and_closes_the_day_within_30_s(run: AggregatorRun) -> None:
+    """Five first starts, each with an app id whose topics (changelog, ticks, leader) nobody created: the
+    worker creates them before faust subscribes, is ready, and closes a day within 30 s of the
+    watermark passing it."""
+    day = dt.date(2026, 11, 24)
+    for attempt in range(5):
+        tid = f"{run.prefix}f{attempt}"
+        p0 = placement(f"{tid}-p", tid)
+        run.set_clock(london_ms(day, 12))
+        run.produce([envelope("placement", "r", None, p0, london_ms(day, 1), snapshot="true"),
+                     envelope("placement", "u", p0, {**p0, "site": "Royal Papworth Hospital"}, london_ms(day, 10))])
+        app_id = f"fresh-{run.prefix}-{attempt}"
+        agg = run.service(f"fresh-{attempt}", TN_APP_ID=app_id).start()
+        try:
+            wait_metric(agg, "netchange_events_applied_total", 2 * (attempt + 1))
+            deadline = time.monotonic() + 30
+            while http_status(agg, "/readyz") != 200:
+                assert time.monotonic() < deadline, f"start {attempt}: not ready:\n{agg.log()[-2000:]}"
+                time.sleep(0.5)
+            run.set_clock(london_ms(day + dt.timedelta(days=1), 0) + GRACE_MS + 1_000)
+            passed = time.monotonic()
+            ids = set()
+            while tid + ":2026-11-24" not in ids:
+                assert time.monotonic() - passed < 30, f"start {attempt}: the day did not close within 30 s"
+                ids = {serde.decode(serde.NETCHANGE, v)["id"] for _, v, _ in run.records(1, timeout=2, idle=0.5)}
+        finally:
+            agg.stop()
+        log = agg.log()
+        assert "PartitionsMismatch" not in log and "Ignoring missing topic" not in log, log[-3000:]
+        assert "aggregator.agent_crashed" not in log

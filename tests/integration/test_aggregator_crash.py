@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.integration.test_aggregator import GRACE_MS, assert_matches_batch, batch
-from tests.integration.workload import AggregatorRun, london_ms, wait_caught_up, workload
+from tests.integration.workload import AggregatorRun, london_ms, metric, wait_caught_up, workload
 
 pytestmark = pytest.mark.slow
 DAYS = [dt.date(2026, 11, 23), dt.date(2026, 11, 24), dt.date(2026, 11, 25)]
@@ -66,3 +66,40 @@ def test_two_workers_share_the_partitions_and_the_survivor_takes_over(run: Aggre
     assert "Assigned" in second.log() or "assigned" in second.log()
     assert_matches_batch(emitted, expected)
     assert len(emitted) == len(expected)  # once per id
+
+
+def test_three_workers_one_killed_and_one_added_mid_day_emit_the_batch_content(run: AggregatorRun) -> None:
+    """Scale-out: three workers in one group; mid-day one is killed (kill -9) and a fourth joins. Every
+    (trainee, day) is emitted with the batch command's content; a duplicate is identical."""
+    envs = workload(31, run.prefix, trainees=90, days=DAYS[:2], edits_per_day=240)
+    expected = batch(envs)
+    third = len(envs) // 3
+    run.set_clock(london_ms(DAYS[0], 0) - 3_600_000)
+    workers = [run.service(f"worker-{name}").start() for name in "abc"]
+    try:
+        run.produce(envs[:third])
+        wait_until(lambda: metric_sum(workers, "netchange_events_applied_total") >= third, 120)
+        workers[1].kill()  # mid-day, with state and offsets in flight
+        run.produce(envs[third:2 * third])
+        workers.append(run.service("worker-d").start())
+        run.produce(envs[2 * third:])
+        wait_caught_up(run)
+        run.set_clock(london_ms(DAYS[1] + dt.timedelta(days=1), 0) + GRACE_MS + 5_000)
+        emitted = run.netchange(len(expected), timeout=180, idle=8)
+    finally:
+        for w in workers:
+            w.stop()
+    assert_matches_batch(emitted, expected)
+    joined = workers[3].log()
+    assert "aggregator.agent_crashed" not in joined and "Traceback" not in joined
+
+
+def metric_sum(services: list, name: str) -> float:
+    return sum(metric(s, name) for s in services if s.alive)
+
+
+def wait_until(cond, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.5)

@@ -40,6 +40,7 @@ from services.notifier.compose import (
     compose_digest,
     compose_previous_address_notice,
     deanery_of,
+    local_offices_of,
     to_mime,
     validate_address,
 )
@@ -321,6 +322,103 @@ def test_contact_is_the_local_office_from_the_programme() -> None:
     assert ["mailto:trainee.records.eoe@example.nhs.uk", "trainee.records.eoe@example.nhs.uk"] in structure(
         mail.html
     ).links
+
+
+EAST_OF_ENGLAND = "Health Education England East of England"
+EOE_CONTACT = "NHS England East of England local office"
+GENERAL_CONTACT = "NHS England training records team"
+
+
+def contact_in(mail: ComposedEmail) -> tuple[str, list[list[str]]]:
+    """The contact section of both parts: the plain text from its heading on, the HTML's links."""
+    text = mail.text[mail.text.index("If something is wrong"):]
+    links = [link for link in structure(mail.html).links if "example.nhs.uk" in link[0]]
+    return text, links
+
+
+def test_contact_is_the_trainees_local_office_when_only_a_placement_changed() -> None:
+    """NetChange v2: the record names the local offices of the trainee's current programmes."""
+    record = {**load("minimal_record.json"), "local_offices": [EAST_OF_ENGLAND]}
+    mail = composed(digest(record))
+    text, links = contact_in(mail)
+    assert f"contact the {EOE_CONTACT}." in text and GENERAL_CONTACT not in mail.text
+    assert "Email: trainee.records.eoe@example.nhs.uk" in text
+    assert "Website: https://www.example.nhs.uk/local-offices/eoe/contact" in text
+    html = structure(mail.html)
+    assert any(EOE_CONTACT in block[1] for block in html.blocks if block[0] == "p")
+    assert not any(GENERAL_CONTACT in block[1] for block in html.blocks)
+    assert ["mailto:trainee.records.eoe@example.nhs.uk", "trainee.records.eoe@example.nhs.uk"] in links
+    assert ["https://www.example.nhs.uk/local-offices/eoe/contact",
+            "https://www.example.nhs.uk/local-offices/eoe/contact"] in links
+
+
+@pytest.mark.parametrize("offices", ["absent", None, [], ["Somewhere not configured"]])
+def test_contact_is_the_general_one_when_no_local_office_is_known(offices: Any) -> None:
+    record = load("minimal_record.json")
+    if offices != "absent":
+        record["local_offices"] = offices
+    mail = composed(digest(record))
+    text, links = contact_in(mail)
+    assert f"contact the {GENERAL_CONTACT}." in text and "local office" not in mail.text
+    assert any(GENERAL_CONTACT in block[1] for block in structure(mail.html).blocks if block[0] == "p")
+    assert ["mailto:trainee.records@example.nhs.uk", "trainee.records@example.nhs.uk"] in links
+
+
+def test_programme_change_wins_over_local_offices() -> None:
+    record = {**load("minimal_record.json"), "local_offices": ["Health Education England Wessex"]}
+    record["changes"] = [*record["changes"], {
+        "entity": "programme_membership", "id": "pm-1", "kind": "updated", "suppressed": None,
+        "fields": {"managing_deanery": {"old": "Health Education England Wessex", "new": EAST_OF_ENGLAND}}}]
+    mail = composed(digest(record))
+    text, links = contact_in(mail)
+    assert f"contact the {EOE_CONTACT}." in text and "Wessex local office" not in mail.text
+    assert ["mailto:trainee.records.eoe@example.nhs.uk", "trainee.records.eoe@example.nhs.uk"] in links
+    assert any(EOE_CONTACT in block[1] for block in structure(mail.html).blocks if block[0] == "p")
+
+
+def test_first_configured_local_office_in_sorted_order() -> None:
+    contacts = Contacts.default()
+    wessex = contacts.for_deanery("Health Education England Wessex")
+    thames = contacts.for_deanery("Health Education England Thames Valley")
+    record = load("minimal_record.json")
+    for offices, expected in [
+        (["Health Education England Wessex", "Health Education England Thames Valley"], thames),
+        (["Health Education England Thames Valley", "Health Education England Wessex"], thames),
+        (["An Unconfigured Office", "Health Education England Wessex"], wessex),
+        (["Health Education England Wessex", "Health Education England Wessex"], wessex),
+        (["Unknown A", "Unknown B"], contacts.fallback),
+    ]:
+        assert contacts.for_record({**record, "local_offices": offices}) == expected, offices
+    # a changed deanery with no configured contact gives way to the trainee's local offices
+    record["changes"] = [{"entity": "programme_membership", "id": "pm-1", "kind": "created", "suppressed": None,
+                          "fields": {"managing_deanery": {"old": None, "new": "Somewhere Else"}}}]
+    assert contacts.for_record(record) is contacts.fallback
+    assert contacts.for_record({**record, "local_offices": ["Health Education England Wessex"]}) == wessex
+
+
+def test_previous_address_notice_uses_the_local_offices_too() -> None:
+    record = {**load("minimal_record.json"), "previous_email": "old.address@example.ac.uk",
+              "local_offices": [EAST_OF_ENGLAND]}
+    mail = composed(notice(record))
+    assert f"contact the {EOE_CONTACT} straight away." in mail.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "offices"),
+    [
+        ("absent", ()),
+        (None, ()),
+        ([], ()),
+        ("Health Education England Wessex", ()),
+        (["b", "a", "b", "", "  ", None, 3], ("a", "b")),
+    ],
+)
+def test_local_offices_of(raw: Any, offices: tuple[str, ...]) -> None:
+    record = load("minimal_record.json")
+    if raw != "absent":
+        record["local_offices"] = raw
+    assert local_offices_of(record) == offices
+    assert composed(digest(record)).text  # any of these still composes
 
 
 def test_minimal_record_neutral_greeting_and_fallback_contact() -> None:
