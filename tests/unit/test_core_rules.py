@@ -222,3 +222,24 @@ def test_a_replayed_change_is_re_derived_exactly_as_the_first_time() -> None:
     for ch, first in zip(changes, firsts, strict=True):
         again, resolved, replay = core.resolve(restored, ch)
         assert replay and again is restored and resolved == first
+
+
+def test_aggregate_never_crashes_on_hostile_lines_and_reports_each_with_its_number() -> None:
+    from tests.unit.hostile import hostile_envelopes
+
+    good = [orjson.dumps(e) for e in baseline()] + [
+        orjson.dumps(envelope("placement", "u", placement(), placement(grade="ST4")))]
+    bad = [v for v, _ in hostile_envelopes(600, seed=3)]
+    lines: list[bytes] = []
+    for i, value in enumerate(bad):
+        lines.append(value)
+        if i % 200 == 0 and good:
+            lines.append(good.pop(0))
+    lines += good
+    err = io.StringIO()
+    records, stats = aggregate_lines(lines, Calendar(), err)
+    clean, _ = aggregate_lines([ln for ln in lines if ln not in bad], Calendar(), io.StringIO())
+    assert records == clean and len(records) == 1
+    reported = {int(line.split(":")[0].removeprefix("line ")) for line in err.getvalue().splitlines()}
+    want = {n for n, ln in enumerate(lines, start=1) if ln in bad and ln.strip()}
+    assert reported == want and stats["skipped"] == len(want)
