@@ -1,10 +1,24 @@
 #!/usr/bin/env python3
-"""Capture the change envelopes Debezium really sends, as test fixtures: tests/fixtures/<scenario>.jsonl.
+"""Capture the change events Debezium really sends, as test fixtures, in two shapes from one run.
 
 Starts a fresh local stack (services.devstack) in a temporary scratch dir, inserts a baseline before
-the connector is registered — so the baseline arrives as snapshot reads (op "r") in snapshot.jsonl —,
-then registers the connector and runs each scripted SQL scenario, writing the raw envelope values
-that arrived on the CDC topics, one JSON per line in log order, tombstones as the line ``null``.
+the connectors are registered — so the baseline arrives as snapshot reads (op "r") in snapshot.jsonl —,
+then registers two connectors on the same database and runs each scripted SQL scenario:
+
+- ``tests/fixtures/keyed/<scenario>.jsonl``: the connector as deployed (deploy/connect/tss-postgres.json:
+  ``message.key.columns`` = trainee_id on every table, no tombstones). One JSON object per line,
+  ``{"topic", "partition", "offset", "key", "headers", "value"}``: the decoded JSON key, every header
+  as text, the envelope value. A change of trainee_id arrives as a delete keyed by the old owner
+  (header ``__debezium.newkey``) and a create keyed by the new one (header ``__debezium.oldkey``).
+- ``tests/fixtures/<scenario>.jsonl``: the raw envelope values of a second, entity-keyed connector on
+  the same database (the same config without ``message.key.columns``, tombstones on: what the topics
+  held before ADR 0004, so a move is one un-split update), one JSON per line, tombstones as the line
+  ``null`` — the input of ``trainee-notify aggregate``. Its topics are renamed by a RegexRouter, so
+  its envelopes are those of the deployed prefix (``source.name``), commit for commit the same as
+  the keyed ones.
+
+Both are in log order: by ``source.sequence``; the two halves of a split move share one position, the
+delete first (the order Debezium emits them in).
 
 Scenarios after the snapshot operate on baseline rows, so a test can replay snapshot.jsonl followed
 by one scenario file and get "known state" semantics (design.md). Ids, names and addresses are
@@ -19,6 +33,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 import sys
 import tempfile
@@ -34,10 +49,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from services.devstack import connect
 from services.devstack.stack import StackInfo, down, up
-from services.topics import CDC_TABLES
+from services.topics import CDC_TABLES, apply_topics
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+KEYED = FIXTURES / "keyed"
 NS = uuid.UUID("6f1c2a52-6e0b-4b57-9d0f-5a8f2b1d7c11")
 
 
@@ -79,7 +96,8 @@ class Scenario:
     name: str
     purpose: str
     statements: list[list[str]]  # transactions, each a list of statements
-    expected: int  # records it produces, tombstones included
+    expected: int  # records of the entity-keyed connector, tombstones included
+    keyed: int  # records of the trainee-keyed connector: no tombstones, a move is a delete and a create
 
 
 def _big_text(n: int = 9000) -> str:
@@ -93,7 +111,7 @@ SCENARIOS = [
          " VALUES ('90101', 'DR in Training', 'Dr', 'Cara', 'Nwosu', 'cara.nwosu@example.nhs.uk', 'IP4 5PD')")],
         ["UPDATE tss.personal_details SET surname = 'Nwosu-Hart', updated_at = now() WHERE trainee_id = '90101'"],
         ["DELETE FROM tss.personal_details WHERE trainee_id = '90101'"],
-    ], 4),
+    ], 4, 3),
     Scenario("programme_membership_crud", "a programme membership is created, its end date edited, then deleted", [
         [("INSERT INTO tss.programme_membership (id, trainee_id, programme_name, programme_number, managing_deanery,"
          " designated_body, programme_membership_type, start_date, end_date) VALUES"
@@ -101,7 +119,7 @@ SCENARIOS = [
          " 'Health Education England East of England', 'LAT', '2026-08-05', '2027-08-03')")],
         [f"UPDATE tss.programme_membership SET end_date = '2027-02-02', updated_at = now() WHERE id = '{PM2}'"],
         [f"DELETE FROM tss.programme_membership WHERE id = '{PM2}'"],
-    ], 4),
+    ], 4, 3),
     Scenario("curriculum_membership_crud", "a curriculum is created, its specialty edited, then deleted", [
         [("INSERT INTO tss.curriculum_membership (id, trainee_id, programme_membership_id, curriculum_name,"
          " curriculum_sub_type, specialty, start_date, end_date) VALUES"
@@ -110,7 +128,7 @@ SCENARIOS = [
         [("UPDATE tss.curriculum_membership SET specialty = 'Acute Internal Medicine', updated_at = now()"
          " WHERE id = 'cm-90001-2'")],
         ["DELETE FROM tss.curriculum_membership WHERE id = 'cm-90001-2'"],
-    ], 4),
+    ], 4, 3),
     Scenario("placement_crud", "a placement is created, its whole time equivalent edited, then deleted", [
         [("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty, site,"
          " employing_body, training_body, whole_time_equivalent, owner) VALUES ('pl-90001-3', '90001',"
@@ -119,27 +137,27 @@ SCENARIOS = [
          " 'Health Education England East of England')")],
         ["UPDATE tss.placement SET whole_time_equivalent = 0.60, updated_at = now() WHERE id = 'pl-90001-3'"],
         ["DELETE FROM tss.placement WHERE id = 'pl-90001-3'"],
-    ], 4),
+    ], 4, 3),
     Scenario("placement_edit_undone", "a baseline placement's site is changed and changed back", [
         ["UPDATE tss.placement SET site_known_as = 'Royal Papworth', updated_at = now() WHERE id = 'pl-90001-1'"],
         ["UPDATE tss.placement SET site_known_as = 'Addenbrooke''s', updated_at = now() WHERE id = 'pl-90001-1'"],
-    ], 2),
+    ], 2, 2),
     Scenario("placement_create_then_delete", "a placement is created and deleted again", [
         [("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, site,"
          " whole_time_equivalent) VALUES ('pl-90001-4', '90001', 'In post', '2029-08-01', '2030-08-06', 'ST6',"
          " 'Ipswich Hospital', 1.00)")],
         ["DELETE FROM tss.placement WHERE id = 'pl-90001-4'"],
-    ], 3),
+    ], 3, 2),
     Scenario("placement_moved", "a baseline placement is moved from trainee 90001 to trainee 90002", [
         ["UPDATE tss.placement SET trainee_id = '90002', updated_at = now() WHERE id = 'pl-90001-2'"],
-    ], 1),
+    ], 1, 2),
     Scenario("placement_moved_back", "the same placement is moved back to trainee 90001", [
         ["UPDATE tss.placement SET trainee_id = '90001', updated_at = now() WHERE id = 'pl-90001-2'"],
-    ], 1),
+    ], 1, 2),
     Scenario("email_change", "trainee 90001's email address changes", [
         [("UPDATE tss.personal_details SET email = 'ada.okafor2@example.nhs.uk', updated_at = now()"
          " WHERE trainee_id = '90001'")],
-    ], 1),
+    ], 1, 1),
     Scenario("rotation_transaction", "one transaction ends a placement early and adds the next (rotation day)", [
         ["UPDATE tss.placement SET end_date = '2027-02-02', updated_at = now() WHERE id = 'pl-90001-1'",
          ("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty, site,"
@@ -147,13 +165,13 @@ SCENARIOS = [
          " 'Cardiology', 'Peterborough City Hospital', 1.00, 'Health Education England East of England')"),
          ("UPDATE tss.personal_details SET telephone_number = '01223 000009', updated_at = now()"
          " WHERE trainee_id = '90001'")],
-    ], 3),
+    ], 3, 3),
     Scenario("toast_unchanged", "a row with a large (TOASTed) text column, then an update of another column", [
         [("INSERT INTO tss.personal_details (trainee_id, role, title, forenames, surname, email, address1)"
          f" VALUES ('90103', 'DR in Training', 'Dr', 'Dee', 'Large', 'dee.large@example.nhs.uk', '{_big_text()}')")],
         [("UPDATE tss.personal_details SET email = 'dee.large2@example.nhs.uk', updated_at = now()"
          " WHERE trainee_id = '90103'")],
-    ], 2),
+    ], 2, 2),
     Scenario("form_r_and_arcp", "an ARCP is scheduled; a Form R Part A is drafted, submitted, unsubmitted", [
         [(f"INSERT INTO tss.arcp (id, trainee_id, programme_membership_id, review_date) VALUES ('arcp-90001-1',"
          f" '90001', '{PM1}', '2027-06-15')")],
@@ -163,20 +181,50 @@ SCENARIOS = [
          f" WHERE id = '{uid('fr-90001-a')}'")],
         [(f"UPDATE tss.form_r SET lifecycle_state = 'UNSUBMITTED', revision = revision + 1, updated_at = now()"
          f" WHERE id = '{uid('fr-90001-a')}'")],
-    ], 4),
+    ], 4, 4),
 ]
 
 
 # --- Kafka ----------------------------------------------------------------------------------------
 
-Order = tuple[int, int, int, str]  # (last commit LSN, LSN, table index, key)
+ENTITY_KEYED = "tss-postgres-entity-keyed"  # the second connector: the value-only fixtures
+ENTITY_KEYED_PREFIX = "tis_by_entity"
+NEWKEY = "__debezium.newkey"  # on the delete half of a change of key; __debezium.oldkey on the create
+
+Order = tuple[int, int, int, int, str, str]  # (last commit LSN, LSN, table index, split half, key, row id)
+
+
+@dataclass(frozen=True)
+class Captured:
+    """One record as it arrived: the key and headers decoded, the value as its raw JSON text."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    headers: dict[str, str]
+    value: str | None
+
+    def keyed_line(self) -> str:
+        return json.dumps({"topic": self.topic, "partition": self.partition, "offset": self.offset,
+                           "key": self.key, "headers": self.headers,
+                           "value": json.loads(self.value) if self.value is not None else None},
+                          separators=(",", ":"))
+
+
+def _headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in raw or []:
+        if name in out:
+            raise SystemExit(f"header {name} repeated on one record: the fixture format has one value per name")
+        out[name] = value.decode() if value is not None else ""
+    return out
 
 
 class Capture:
-    """Reads every CDC topic from remembered positions; each call returns what arrived since."""
+    """Reads the CDC topics of one topic prefix from remembered positions; each call returns what arrived since."""
 
-    def __init__(self, info: StackInfo) -> None:
-        prefix = info.kafka_settings().cdc_topic_prefix
+    def __init__(self, info: StackInfo, prefix: str) -> None:
         self.topics = [f"{prefix}.tss.{t}" for t in CDC_TABLES]
         self.consumer = Consumer({"bootstrap.servers": info.bootstrap, "group.id": f"capture-{uuid.uuid4().hex}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
@@ -184,9 +232,9 @@ class Capture:
         parts = [TopicPartition(t, p, 0) for t in self.topics for p in md.topics[t].partitions]
         self.consumer.assign(parts)
 
-    def take(self, expected: int, timeout: float = 60.0, settle: float = 2.0) -> list[tuple[Any, str | None]]:
+    def take(self, expected: int, timeout: float = 60.0, settle: float = 2.0) -> list[Captured]:
         """Records until ``expected`` arrived and nothing more came for ``settle`` seconds, in log order."""
-        got: list[tuple[Order, int, Any, str | None]] = []
+        got: list[tuple[Order, int, Captured]] = []
         last_key: dict[tuple[str, int], Order] = {}
         deadline, quiet_since = time.monotonic() + timeout, time.monotonic()
         while time.monotonic() < deadline:
@@ -199,31 +247,45 @@ class Capture:
             value = msg.value().decode() if msg.value() is not None else None
             tp = (msg.topic(), msg.partition())
             key = msg.key().decode() if msg.key() else ""
-            order = _order(json.loads(value), key) if value else last_key.get(tp, (0, 0, 0, key))
+            headers = _headers(msg.headers())
+            # a tombstone follows its delete on the same partition: it sorts right after it
+            order = _order(json.loads(value), key, headers) if value else last_key.get(tp, (0, 0, 0, 0, key, ""))
             last_key[tp] = order
-            got.append((order, len(got), json.loads(key) if key else None, value))
+            got.append((order, len(got), Captured(msg.topic(), msg.partition(), msg.offset(),
+                                                  json.loads(key) if key else None, headers, value)))
         if len(got) != expected:
-            raise SystemExit(f"expected {expected} records, got {len(got)}")
+            raise SystemExit(f"{self.topics[0]}...: expected {expected} records, got {len(got)}")
         got.sort(key=lambda g: (g[0], g[1]))
-        return [(key, value) for _, _, key, value in got]
+        return [c for _, _, c in got]
 
     def close(self) -> None:
         self.consumer.close()
 
 
-def _order(envelope: dict[str, Any], key: str) -> Order:
+def _order(envelope: dict[str, Any], key: str, headers: dict[str, str]) -> Order:
     """Log order across topics: the (last commit LSN, LSN) pair of source.sequence. Snapshot reads all
-    share one pair: they are put in table order, then key order, so the file is stable."""
+    share one pair: they are put in table order, then key and row order, so the file is stable. The
+    delete and the create of a change of key share one pair too: the delete (it carries the new key in
+    a header) comes first, as Debezium emits it."""
     source = envelope["source"]
     commit, lsn = json.loads(source.get("sequence") or "[null, null]")
     table = CDC_TABLES.index(source["table"]) if source["table"] in CDC_TABLES else len(CDC_TABLES)
-    return int(commit or 0), int(lsn or source.get("lsn") or 0), table, key
+    half = 0 if NEWKEY in headers else 1
+    row = envelope.get("after") or envelope.get("before") or {}
+    return int(commit or 0), int(lsn or source.get("lsn") or 0), table, half, key, str(row.get("id", ""))
 
 
-def _write(name: str, records: list[tuple[Any, str | None]]) -> Path:
+def _write_values(name: str, records: list[Captured]) -> Path:
     FIXTURES.mkdir(parents=True, exist_ok=True)
     path = FIXTURES / f"{name}.jsonl"
-    path.write_text("".join(f"{value if value is not None else 'null'}\n" for _, value in records))
+    path.write_text("".join(f"{r.value if r.value is not None else 'null'}\n" for r in records))
+    return path
+
+
+def _write_keyed(name: str, records: list[Captured]) -> Path:
+    KEYED.mkdir(parents=True, exist_ok=True)
+    path = KEYED / f"{name}.jsonl"
+    path.write_text("".join(f"{r.keyed_line()}\n" for r in records))
     return path
 
 
@@ -235,20 +297,48 @@ def _run_sql(dsn: str, transactions: list[list[str]]) -> None:
                     conn.execute(stmt)  # type: ignore[arg-type]  # fixed fixture SQL
 
 
+def _register_entity_keyed(info: StackInfo) -> None:
+    """The deployed config without message.key.columns, tombstones on, with a slot of its own. Its topics
+    are renamed by a RegexRouter, so its envelopes keep the deployed topic.prefix as ``source.name``."""
+    assert info.connect_url is not None
+    settings = info.kafka_settings()
+    apply_topics(settings.model_copy(update={"cdc_topic_prefix": ENTITY_KEYED_PREFIX}))
+    _, config = connect.connector_config(info.pg_port, partitions=settings.topic_partitions)
+    config.pop("message.key.columns")
+    prefix = settings.cdc_topic_prefix
+    config.update({"slot.name": "tss_debezium_entity_keyed", "tombstones.on.delete": "true",
+                   "custom.metric.tags": "capture=entity-keyed",  # else its JMX names clash with the other's
+                   "transforms": "route",
+                   "transforms.route.type": "org.apache.kafka.connect.transforms.RegexRouter",
+                   "transforms.route.regex": f"{re.escape(prefix)}\\.tss\\.(.*)",
+                   "transforms.route.replacement": f"{ENTITY_KEYED_PREFIX}.tss.$1"})
+    connect.register(info.connect_url, ENTITY_KEYED, config)
+    connect.wait_running(info.connect_url, ENTITY_KEYED)
+
+
 def main(keep: bool = typer.Option(False, "--keep", help="leave the stack running")) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="tn-capture-", dir="/tmp"))
+    captures: list[Capture] = []
     try:
         info = up(scratch, with_connect=False)
         _run_sql(info.pg_dsn, [[s] for s in BASELINE])
-        capture = Capture(info)
+        keyed = Capture(info, info.kafka_settings().cdc_topic_prefix)
+        captures.append(keyed)
         info = up(scratch, with_connect=True)  # registers the connector: the baseline is snapshotted
+        _register_entity_keyed(info)  # snapshots it too
+        by_entity = Capture(info, ENTITY_KEYED_PREFIX)
+        captures.append(by_entity)
         baseline_rows = 3 + 1 + 1 + 2
-        print(_write("snapshot", capture.take(baseline_rows)), file=sys.stderr)
+        taken = [("snapshot", "the baseline, as snapshot reads", keyed.take(baseline_rows),
+                  by_entity.take(baseline_rows))]
         for sc in SCENARIOS:
             _run_sql(info.pg_dsn, sc.statements)
-            print(_write(sc.name, capture.take(sc.expected)), f"— {sc.purpose}", file=sys.stderr)
-        capture.close()
+            taken.append((sc.name, sc.purpose, keyed.take(sc.keyed), by_entity.take(sc.expected)))
+        for name, purpose, by_trainee, entity_keyed in taken:  # all or nothing: no half-regenerated set
+            print(_write_keyed(name, by_trainee), _write_values(name, entity_keyed), f"— {purpose}", file=sys.stderr)
     finally:
+        for capture in captures:
+            capture.close()
         if keep:
             print(f"stack left running in {scratch}", file=sys.stderr)
         else:

@@ -114,8 +114,9 @@ class AggregatorRun:
                                       cdc_dlq_topic=f"{self.prefix}.cdc-dlq", app_id=f"agg-{self.prefix}")
         apply_topics(self.settings)  # with the heartbeat topic of this prefix and the aggregator's own
         self.clock = scratch / "clock"
+        # idempotent: keeps each trainee's order; murmur2: the partitions Kafka Connect picks for a key
         self.producer = Producer({"bootstrap.servers": stack.bootstrap, "linger.ms": 20,
-                                  "enable.idempotence": True})  # keeps each trainee's order
+                                  "enable.idempotence": True, "partitioner": "murmur2_random"})
         self.app_id = self.settings.app_id
 
     def set_clock(self, epoch_ms: int, heartbeat: bool = True) -> None:
