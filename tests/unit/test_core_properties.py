@@ -11,7 +11,6 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.netchange import core
 from services.netchange.batch import Aggregation, aggregate_lines
 from services.netchange.cdc import NOTIFY_FIELDS, display, parse_envelope
 from services.netchange.days import Calendar
