@@ -248,3 +248,42 @@ def test_a_first_start_on_fresh_topics_never_crash_loops_and_closes_the_day_with
         log = agg.log()
         assert "PartitionsMismatch" not in log and "Ignoring missing topic" not in log, log[-3000:]
         assert "aggregator.agent_crashed" not in log
+
+
+def test_readiness_is_false_while_the_table_is_not_usable(run: AggregatorRun) -> None:
+    """A changelog with the wrong number of partitions (someone created it by hand): every table write
+    fails, faust restarts the agent, and /readyz says so instead of answering ready."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    app_id = f"unusable-{run.prefix}"
+    admin = AdminClient({"bootstrap.servers": run.stack.bootstrap})
+    name = f"{app_id}-trainees-changelog"
+    admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[name].result(30)
+    day = dt.date(2026, 11, 24)
+    tid = f"{run.prefix}u"
+    run.set_clock(london_ms(day, 12))
+    run.produce([envelope("placement", "r", None, placement(f"{tid}-p", tid), london_ms(day, 1), snapshot="true")])
+    agg = run.service("unusable", TN_APP_ID=app_id).start()
+    try:
+        wait_metric(agg, "netchange_events_applied_total", 1)
+        deadline = time.monotonic() + 60
+        while True:
+            body = http_body(agg, "/readyz")
+            if body is not None and body.get("ready") is False and body.get("why") in (
+                    "agent crashed", "table changelog not usable"):
+                break
+            assert time.monotonic() < deadline, f"/readyz never said why: {body}"
+            time.sleep(0.5)
+        assert http_status(agg, "/readyz") == 503
+    finally:
+        agg.stop()
+
+
+def http_body(service: Any, path: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{service.env['TN_WEB_PORT']}{path}", timeout=5) as resp:
+            return orjson.loads(resp.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        return orjson.loads(exc.read())  # type: ignore[no-any-return]
+    except OSError:
+        return None
