@@ -1,7 +1,9 @@
 """The one console script, ``trainee-notify``: a subcommand per job.
 
 Sub-apps are imported lazily so that ``trainee-notify aggregate`` never pays for faust/aiokafka
-imports, and a missing optional piece cannot break unrelated commands.
+imports, and a broken piece cannot break unrelated commands. A subcommand whose module cannot be
+imported is never dropped silently: invoking it (or ``--help``) prints which module failed and why,
+and exits with status 1.
 """
 
 from __future__ import annotations
@@ -14,31 +16,51 @@ import typer
 app = typer.Typer(help="Daily training-record change notifications for doctors in training.",
                   no_args_is_help=True, add_completion=False)
 
-# name -> (module, attribute, help). Each module exposes a typer.Typer (or a function for commands).
+# name -> (module, attribute, help). The attribute is a typer.Typer (a group of commands) or a function
+# (one command).
 _SUBAPPS: dict[str, tuple[str, str, str]] = {
     "stack": ("services.devstack.cli", "app", "Start, stop and inspect the local no-Docker stack."),
-    "topics": ("services.topics", "app", "Declare and apply the Kafka topics."),
+    "topics": ("services.topics", "app", "Declare and apply the Kafka topics; lag and end offsets."),
     "demo": ("services.demo.cli", "app", "Run the end-to-end demo on the local stack."),
     "aggregator": ("services.netchange.__main__", "app", "The Faust aggregator service."),
     "mailer": ("services.notifier.__main__", "app", "The mailer service."),
-    "ops": ("services.opsctl.cli", "app", "Operator commands: topics, tail, timeline, preview, replay, resend."),
+    # operator commands (docs/runbook.md)
+    "status": ("services.opsctl.status", "status", "One screen: groups and lag, watermark, digests, dead letters, connector."),
+    "tail": ("services.opsctl.tail", "tail", "Decoded records of a topic (JSON envelopes, Avro records)."),
+    "trainee": ("services.opsctl.timeline", "trainee", "One trainee's timeline: changes, records, ledger, deliveries."),
+    "preview": ("services.opsctl.preview", "preview", "Render the email of a net-change record."),
+    "reset-offsets": ("services.opsctl.offsets", "reset_offsets", "Move a consumer group's offsets (dry run until --execute)."),
+    "resend": ("services.opsctl.resend", "resend", "Send digests again, audited (dry run until --execute)."),
+    "deadletter": ("services.opsctl.deadletter", "app", "List, show and retry dead-lettered records."),
+    "connector": ("services.opsctl.connector", "app", "The Debezium connector: status, apply, restart."),
 }
+
+
+class SubcommandImportError(RuntimeError):
+    pass
+
+
+def _load(name: str) -> object:
+    module, attr, _ = _SUBAPPS[name]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as exc:
+        raise SubcommandImportError(f"trainee-notify: the '{name}' command cannot be loaded: "
+                                    f"{module}.{attr}: {type(exc).__name__}: {exc}") from exc
 
 
 def _register() -> None:
     wanted = sys.argv[1] if len(sys.argv) > 1 else None
-    for name, (module, attr, help_) in _SUBAPPS.items():
-        if wanted not in (None, "--help", "-h", name):
-            # still list it in --help without importing
+    for name, (_, _, help_) in _SUBAPPS.items():
+        if wanted != name:
+            # listed in --help without importing
             app.add_typer(typer.Typer(help=help_), name=name, help=help_)
             continue
-        try:
-            sub = getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("services"):
-                continue  # not built yet
-            raise
-        app.add_typer(sub, name=name, help=help_)
+        sub = _load(name)
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=name, help=help_)
+        else:
+            app.command(name, help=help_)(sub)  # type: ignore[arg-type]
 
 
 @app.command("aggregate")
@@ -52,7 +74,11 @@ def aggregate_cmd(
 
 
 def main() -> None:
-    _register()
+    try:
+        _register()
+    except SubcommandImportError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
     app()
 
 

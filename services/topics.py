@@ -187,10 +187,52 @@ def apply_cmd(bootstrap: str | None = typer.Option(None, help="default: TN_KAFKA
     _console().print(table)
 
 
+_JSON = typer.Option(False, "--json", help="print JSON instead of a table")
+_TOPICS = typer.Argument(None, help="declared topics (default: all)")
+
+
 @app.command("list")
-def list_cmd(bootstrap: str | None = typer.Option(None, help="only for names from TN_ settings")) -> None:
-    """Print the declared topics: name, partitions, cleanup policy, retention and purpose."""
+def list_cmd(bootstrap: str | None = typer.Option(None, help="only for names from TN_ settings"),
+             as_json: bool = _JSON) -> None:
+    """Print the declared topics: name, partitions, cleanup policy, retention and purpose (no broker needed;
+    `topics describe` asks the broker)."""
+    specs = declared_topics(_settings(bootstrap))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps([{"topic": s.name, "partitions": s.partitions, "cleanup_policy": s.cleanup_policy,
+                                "retention_ms": s.retention_ms, "purpose": s.purpose} for s in specs], indent=2))
+        return
     table = Table("topic", "partitions", "cleanup.policy", "retention", "purpose")
-    for s in declared_topics(_settings(bootstrap)):
+    for s in specs:
         table.add_row(s.name, str(s.partitions), s.cleanup_policy, _retention(s.retention_ms), s.purpose)
+    _console().print(table)
+
+
+@app.command("describe")
+def describe_cmd(
+    topics: list[str] | None = _TOPICS,
+    bootstrap: str | None = typer.Option(None, "--bootstrap", help="default: TN_KAFKA_BOOTSTRAP"),
+    as_json: bool = _JSON,
+) -> None:
+    """Every declared topic as the broker has it: partitions, end offsets, records kept, retention, cleanup,
+    and each consumer group's lag on it."""
+    from services.opsctl import common, topicinfo
+
+    with common.cli_errors():
+        settings = _settings(bootstrap)
+        rows = topicinfo.describe(settings, common.admin(settings), list(topics or []) or None)
+    if as_json:
+        common.print_json([{"topic": r.name, "exists": r.exists, "partitions": r.partitions,
+                            "declared_partitions": r.declared_partitions, "end_offsets": r.end_offsets,
+                            "end_offset_total": r.end_total, "records": r.records, "retention_ms": r.retention_ms,
+                            "cleanup_policy": r.cleanup_policy, "lag": r.lag, "issues": r.issues} for r in rows])
+        return
+    table = Table("topic", "partitions", "end offsets", "records", "cleanup.policy", "retention", "group lag",
+                  "issues")
+    for r in rows:
+        table.add_row(r.name, "-" if r.partitions is None else str(r.partitions), str(r.end_total), str(r.records),
+                      r.cleanup_policy or "-", "-" if r.retention_ms is None else _retention(r.retention_ms),
+                      "\n".join(f"{g}: {lag}" for g, lag in r.lag.items()) or "-",
+                      "[red]" + "; ".join(r.issues) + "[/]" if r.issues else "")
     _console().print(table)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -25,10 +26,12 @@ from services import logs, serde
 from services.notifier import compose
 from services.notifier.ledger import Claim, Decision, Ledger
 from services.notifier.plan import (
+    Content,
     Kind,
     Notification,
     Status,
     backoff,
+    content_hash,
     message_id,
     notifications,
     send_after,
@@ -50,6 +53,10 @@ LAG = Gauge("mailer_consumer_lag", "records not yet consumed, per partition", ["
 CONFIG_ALERT = Gauge("mailer_relay_refused_auth", "1 when the relay refused our credentials (530/535): sending stopped")
 
 UNDECODABLE = "undecodable net-change record"
+SUPERSEDED_REASON = "a record with this id and other content was already final: not sent"
+
+# the coordinates of the record being handled (this task's), for the dead-letter headers
+SOURCE: contextvars.ContextVar[tuple[str, int, int] | None] = contextvars.ContextVar("source", default=None)
 DIED_IN_DATA = "the sending instance stopped during DATA"
 
 # Reasons the mailer itself words, safe to log as they are. Anything else (a relay's reply text, a
@@ -58,7 +65,7 @@ _LOGGABLE_REASONS = frozenset({
     compose.NOTHING_TO_SEND, compose.NO_ADDRESS, compose.ADDRESS_NOT_VALID, compose.HEADER_NOT_VALID,
     compose.SENDER_NOT_VALID, compose.MESSAGE_ID_NOT_VALID, compose.RECORD_NOT_VALID, DIED_IN_DATA,
     "no notifiable change", "placement type not in post", "placement ended before the day",
-    "placeholder person", "dummy record person",
+    "placeholder person", "dummy record person", SUPERSEDED_REASON,
 })
 _LOGGABLE_PREFIXES = ("connection error: ", "connection lost after DATA: ", UNDECODABLE)
 
@@ -93,7 +100,7 @@ class Mailer:
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set: the relay refused us, send nothing more
     renderer: Renderer | None = None  # None: compose and render on the event loop
     _inflight: dict[str, asyncio.Event] = field(default_factory=dict)
-    _claimed: dict[str, tuple[Notification, Claim]] = field(default_factory=dict)  # by claim_batch, not yet used
+    _claimed: dict[str, tuple[Notification, Claim, Content]] = field(default_factory=dict)  # by claim_batch, not yet used
 
     def __post_init__(self) -> None:
         if self.renderer is None:
@@ -105,11 +112,14 @@ class Mailer:
 
     # ------------------------------------------------------------------ status and dead letters
     async def status(self, n: Notification, status: Status, *, attempt: int = 0, generation: int = 0,
-                     message_id: str | None = None, code: int | None = None, reason: str | None = None) -> None:
+                     message_id: str | None = None, code: int | None = None, reason: str | None = None,
+                     **audit: str | None) -> None:
+        """One DeliveryStatus event; ``audit``: its optional fields (content_hash, previous_content_hash,
+        request_id, operator, operator_reason)."""
         event = {"notification_id": n.notification_id, "record_id": n.record_id, "trainee_id": n.trainee_id,
                  "day": n.day, "kind": n.kind.value, "status": status.value, "attempt": attempt,
                  "generation": generation, "message_id": message_id, "smtp_code": code, "reason": reason,
-                 "instance": self.settings.instance_id, "at_ms": int(time.time() * 1000)}
+                 "instance": self.settings.instance_id, "at_ms": int(time.time() * 1000), **audit}
         await self.producer.send(self.settings.delivery_status_topic, serde.encode(serde.DELIVERY_STATUS, event),
                                  key=n.notification_id.encode())
         log.info("mail.status", notification_id=n.notification_id, status=status.value, attempt=attempt,
@@ -119,19 +129,23 @@ class Mailer:
         headers = [("reason", reason.encode())]
         if notification_id:
             headers.append(("notification_id", notification_id.encode()))
+        source = SOURCE.get()
+        if source is not None:  # where the record was read: ``trainee-notify deadletter`` shows and retries it
+            headers += [("source.topic", source[0].encode()), ("source.partition", str(source[1]).encode()),
+                        ("source.offset", str(source[2]).encode())]
         await self.producer.send(self.settings.mail_dlq_topic, value, key=(notification_id or "").encode() or None,
                                  headers=headers)
         FAILED.labels(reason.split(":")[0][:40]).inc()
 
     async def outcome(self, n: Notification, status: Status, raw: bytes, *, generation: int = 0,
                       reason: str | None = None, attempt: Attempt | None = None, attempt_no: int = 0,
-                      message_id: str | None = None) -> None:
+                      message_id: str | None = None, audit: dict[str, str | None] | None = None) -> None:
         """Record a final outcome of a claimed notification: ledger first, then the status event (and
         the dead letter when it failed)."""
         code = attempt.code if attempt else None
         await self.ledger.mark(n.notification_id, status, smtp_code=code, reason=reason)
         await self.status(n, status, attempt=attempt_no, generation=generation, message_id=message_id, code=code,
-                          reason=reason)
+                          reason=reason, **(audit or {}))
         OUTCOMES.labels(status.value).inc()
         if status is Status.FAILED:
             await self.dead_letter(raw, reason or "failed", n.notification_id)
@@ -145,24 +159,37 @@ class Mailer:
                 await self.dead_letter(raw, f"{UNDECODABLE}: {exc}")
                 log.error("mail.undecodable_record", error=str(exc))
                 return
+        content = Content(content_hash(record), raw)
         for n in notifications(record):
-            await self.deliver(n, record, raw)
+            await self.deliver(n, record, raw, content)
 
-    async def deliver(self, n: Notification, record: dict[str, Any], raw: bytes) -> None:
+    async def deliver(self, n: Notification, record: dict[str, Any], raw: bytes,
+                      content: Content | None = None) -> None:
+        content = content or Content(content_hash(record), raw)
         if not needs_claim(n, record):
             unsent = unsent_reason(record)
             assert unsent is not None
             reason = (record.get("suppressed") or "no notifiable change") if unsent is Status.SUPPRESSED else "no address"
-            if await self.ledger.record_final(n, unsent, reason):
-                await self.status(n, unsent, reason=reason)
+            decision, old_hash = await self.ledger.record_final(n, unsent, reason, content)
+            if decision == "recorded":
+                await self.status(n, unsent, reason=reason, content_hash=content.hash)
                 OUTCOMES.labels(unsent.value).inc()
+            elif decision == "superseded":
+                await self._report_superseded(n, old_hash, content.hash)
             else:
                 REPLAYS.inc()
             return
         async with self._exclusive(n.notification_id):
-            claim = await self._claim(n)
+            claim = await self._claim(n, content)
             if claim is not None:
-                await self._compose_and_send(n, claim, record, raw)
+                await self._compose_and_send(n, claim, record, raw, content)
+
+    async def _report_superseded(self, n: Notification, old_hash: str | None, new_hash: str,
+                                 generation: int = 0) -> None:
+        await self.status(n, Status.SUPERSEDED, generation=generation, reason=SUPERSEDED_REASON,
+                          content_hash=new_hash, previous_content_hash=old_hash)
+        OUTCOMES.labels(Status.SUPERSEDED.value).inc()
+        log.warning("mail.superseded", notification_id=n.notification_id, old_hash=old_hash, new_hash=new_hash)
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, notification_id: str) -> AsyncIterator[None]:
@@ -182,41 +209,55 @@ class Mailer:
         """Claim, in one transaction, every notification of ``items`` that will need a claim (the
         first record of each id; a duplicate claims on its own once the first is done)."""
         wanted: dict[str, Notification] = {}
+        contents: dict[str, Content] = {}
         for item in items:
             if item.record is None:
                 continue
+            content: Content | None = None
             for n in notifications(item.record):
                 if n.notification_id not in wanted and n.notification_id not in self._inflight and needs_claim(
                         n, item.record):
                     wanted[n.notification_id] = n
-        claims = await self.ledger.claim_many(list(wanted.values()))
-        self._claimed.update({nid: (wanted[nid], claim) for nid, claim in claims.items()})
+                    content = content or Content(content_hash(item.record), item.raw)
+                    contents[n.notification_id] = content
+        claims = await self.ledger.claim_many(list(wanted.values()), contents)
+        self._claimed.update({nid: (wanted[nid], claim, contents[nid]) for nid, claim in claims.items()})
 
     async def unclaim_unused(self) -> None:
         """After a batch: the claims of records that were not started (a drain, a halt, a fault) are
         released, and an UNCERTAIN found by the claim is reported as it would have been when used."""
         unused, self._claimed = self._claimed, {}
-        await self.ledger.release(*(nid for nid, (_, c) in unused.items() if c.decision is Decision.SEND))
-        for n, claim in unused.values():
+        await self.ledger.release(*(nid for nid, (_, c, _) in unused.items() if c.decision is Decision.SEND))
+        for n, claim, content in unused.values():
             if claim.decision is Decision.UNCERTAIN:
                 await self._report_uncertain(n, claim)
+            elif claim.decision is Decision.SUPERSEDED:
+                await self._report_superseded(n, claim.old_hash, content.hash, claim.generation)
 
     async def _report_uncertain(self, n: Notification, claim: Claim) -> None:
         await self.status(n, Status.UNCERTAIN, generation=claim.generation, reason=DIED_IN_DATA)
         OUTCOMES.labels("UNCERTAIN").inc()
 
-    async def _claim(self, n: Notification) -> Claim | None:
+    async def _claim(self, n: Notification, content: Content | None = None) -> Claim | None:
         """The ledger's claim (made for the batch, else now), waiting while another live instance
         holds it; None when there is nothing to send."""
         claimed = self._claimed.pop(n.notification_id, None)
-        claim = claimed[1] if claimed is not None else await self.ledger.claim(n)
+        if claimed is not None and content is not None and claimed[2].hash != content.hash:
+            # claimed for another record with this id in the batch (other content): claim again for this one
+            if claimed[1].decision is Decision.SEND:
+                await self.ledger.release(n.notification_id)
+            claimed = None
+        claim = claimed[1] if claimed is not None else await self.ledger.claim(n, content)
         waited = 0.0
         while claim.decision is Decision.BUSY and waited < self.settings.ledger_lease_seconds * 2:
             if self.stop.is_set() or self.halt.is_set():
                 raise Abandoned(n.notification_id)  # the other instance will record the outcome
             await asyncio.sleep(0.5)
             waited += 0.5
-            claim = await self.ledger.claim(n)
+            claim = await self.ledger.claim(n, content)
+        if claim.decision is Decision.SUPERSEDED:
+            await self._report_superseded(n, claim.old_hash, content.hash if content else "", claim.generation)
+            return None
         if claim.decision is Decision.DONE:
             REPLAYS.inc()
             log.info("mail.replay_skipped", notification_id=n.notification_id, status=claim.status)
@@ -228,8 +269,13 @@ class Mailer:
             raise RuntimeError(f"notification {n.notification_id} is held by another live instance")
         return claim
 
-    async def _compose_and_send(self, n: Notification, claim: Claim, record: dict[str, Any], raw: bytes) -> None:
+    async def _compose_and_send(self, n: Notification, claim: Claim, record: dict[str, Any], raw: bytes,
+                                content: Content | None = None) -> None:
         mid = message_id(n.notification_id, claim.generation, self.settings.message_id_domain)
+        new_hash = content.hash if content else None
+        audit = {"content_hash": new_hash,
+                 "previous_content_hash": claim.old_hash if claim.old_hash not in (None, new_hash) else None,
+                 "request_id": claim.request_id, "operator": claim.operator, "operator_reason": claim.operator_reason}
         # a copy names when the original went; a resend of one never sent is simply a first send
         copy_of = claim.first_sent_at if claim.is_copy else None
         assert self.renderer is not None
@@ -237,11 +283,12 @@ class Mailer:
         if isinstance(composed, compose.Refusal):
             status = {compose.NOTHING_TO_SEND: Status.SUPPRESSED, compose.NO_ADDRESS: Status.NO_ADDRESS}.get(
                 composed.reason, Status.FAILED)
-            await self.outcome(n, status, raw, generation=claim.generation, reason=composed.reason)
+            await self.outcome(n, status, raw, generation=claim.generation, reason=composed.reason, audit=audit)
             return
-        await self.send(n, composed, claim.generation, raw)
+        await self.send(n, composed, claim.generation, raw, audit)
 
-    async def send(self, n: Notification, composed: Rendered, generation: int, raw: bytes) -> None:
+    async def send(self, n: Notification, composed: Rendered, generation: int, raw: bytes,
+                   audit: dict[str, str | None] | None = None) -> None:
         started = time.monotonic()
         attempt = 0
         while True:
@@ -259,7 +306,7 @@ class Mailer:
             result = await self.pool.send(composed.data, self.sender, composed.to, before_data=in_flight)
             LATENCY.observe(time.monotonic() - t0)
             common: dict[str, Any] = {"attempt": result, "attempt_no": attempt, "generation": generation,
-                                      "message_id": composed.message_id}
+                                      "message_id": composed.message_id, "audit": audit}
             if result.outcome is Outcome.SENT:
                 await self.outcome(n, Status.SENT, raw, reason=None, **common)
                 SENT.labels(n.kind.value).inc()
@@ -270,7 +317,7 @@ class Mailer:
             if result.outcome is Outcome.CONFIG:
                 CONFIG_ALERT.set(1)
                 self.halt.set()
-                await self._not_yet(n, result, attempt, generation, composed.message_id)
+                await self._not_yet(n, result, attempt, generation, composed.message_id, audit)
                 await self.ledger.release(n.notification_id)
                 raise RelayRefused(f"relay refused authentication ({result.code})")
             horizon_passed = time.monotonic() - started > self.settings.smtp_retry_horizon_seconds
@@ -279,14 +326,15 @@ class Mailer:
                 await self.outcome(n, Status.FAILED, raw, reason=reason, **common)
                 return
             RETRIED.inc()
-            await self._not_yet(n, result, attempt, generation, composed.message_id)
+            await self._not_yet(n, result, attempt, generation, composed.message_id, audit)
             await self._pause(backoff(attempt, self.settings.smtp_retry_base_seconds,
                                       self.settings.smtp_retry_cap_seconds), n)
 
-    async def _not_yet(self, n: Notification, result: Attempt, attempt: int, generation: int, mid: str) -> None:
+    async def _not_yet(self, n: Notification, result: Attempt, attempt: int, generation: int, mid: str,
+                       audit: dict[str, str | None] | None = None) -> None:
         await self.ledger.mark(n.notification_id, Status.RETRYING, smtp_code=result.code, reason=result.reason)
         await self.status(n, Status.RETRYING, attempt=attempt, generation=generation, message_id=mid,
-                          code=result.code, reason=result.reason)
+                          code=result.code, reason=result.reason, **(audit or {}))
 
     async def _pause(self, seconds: float, n: Notification) -> None:
         """The backoff before a retry, cut short by a drain: then the claim is released, not decided."""
@@ -368,6 +416,7 @@ async def process(mailer: Mailer, items: list[Inbound]) -> BaseException | None:
         async with slots:
             if mailer.stop.is_set() or mailer.halt.is_set():
                 return
+            SOURCE.set((item.tp.topic, item.tp.partition, item.offset))  # this task's own context
             await mailer.handle(item.raw, item.record)
             item.done = True
 

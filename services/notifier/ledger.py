@@ -26,7 +26,7 @@ from psycopg import AsyncConnection, errors
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.notifier.plan import FINAL, Notification, Status
+from services.notifier.plan import FINAL, Content, Notification, Status
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS notify;
@@ -74,14 +74,14 @@ BEGIN
     END IF;
     SELECT * INTO r FROM notify.ledger l WHERE l.notification_id = p_id FOR UPDATE;
     expired := r.lease_until IS NULL OR r.lease_until < now();
-    IF r.resend_requested AND (r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS') OR expired) THEN
+    IF r.resend_requested AND (r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED') OR expired) THEN
         UPDATE notify.ledger l SET status = 'PENDING', generation = r.generation + 1, owner = p_owner,
                lease_until = now() + make_interval(secs => p_lease), updated_at = now(), resend_requested = false
          WHERE l.notification_id = p_id;
         RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status, COALESCE(r.first_sent_at, r.sent_at);
         RETURN;
     END IF;
-    IF r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS') THEN
+    IF r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED') THEN
         RETURN QUERY SELECT 'done'::text, r.generation, r.status, COALESCE(r.first_sent_at, r.sent_at);
         RETURN;
     END IF;
@@ -128,9 +128,175 @@ BEGIN
          WHERE u.id <> ALL (inserted);
 END
 $fn$;
+
+-- Replays made visible (docs/runbook.md, "Replay after a bug fix"): the content hash and the value of
+-- the record a notification was sent from; a record with the same id and other content is not sent
+-- but recorded SUPERSEDED, with its hash and value. Resends are asked for by an operator (trainee-notify
+-- resend): the request id, and the content hash the copy is for.
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS content_hash text;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS record_value bytea;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS superseded_hash text;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS superseded_value bytea;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS superseded_status text;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS superseded_at timestamptz;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS resend_request_id text;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS resend_hash text;
+ALTER TABLE notify.ledger ADD COLUMN IF NOT EXISTS resend_requested_at timestamptz;
+-- what operators asked for (resend, dead-letter retry): one row per request and item, so a request
+-- replayed with the same id does nothing more
+CREATE TABLE IF NOT EXISTS notify.ops_audit (
+    request_id   text NOT NULL,
+    item         text NOT NULL,
+    action       text NOT NULL,
+    operator     text NOT NULL,
+    reason       text NOT NULL,
+    detail       jsonb,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (request_id, item)
+);
+
+-- The claim with content: as above, and a final notification whose record now has other content
+-- is SUPERSEDED (decision 'superseded'), not sent. A resend asked for with a content hash is taken
+-- only by a record with that content. Also returns the content hash the ledger held and the resend's
+-- request id, operator and reason (for the status events of a copy).
+CREATE OR REPLACE FUNCTION notify.claim(p_id text, p_record text, p_trainee text, p_day text, p_kind text,
+                                        p_owner text, p_lease double precision, p_hash text, p_value bytea)
+RETURNS TABLE (o_decision text, o_generation integer, o_status text, o_first_sent_at timestamptz,
+               o_old_hash text, o_request_id text, o_operator text, o_reason text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r notify.ledger%ROWTYPE;
+    expired boolean;
+    final boolean;
+BEGIN
+    INSERT INTO notify.ledger AS l (notification_id, record_id, trainee_id, day, kind, status, owner, lease_until,
+                                    content_hash, record_value)
+    VALUES (p_id, p_record, p_trainee, p_day, p_kind, 'PENDING', p_owner, now() + make_interval(secs => p_lease),
+            p_hash, p_value)
+    ON CONFLICT (notification_id) DO NOTHING;
+    IF FOUND THEN
+        RETURN QUERY SELECT 'send'::text, 0, 'PENDING'::text, NULL::timestamptz, NULL::text, NULL::text, NULL::text,
+                            NULL::text;
+        RETURN;
+    END IF;
+    SELECT * INTO r FROM notify.ledger l WHERE l.notification_id = p_id FOR UPDATE;
+    expired := r.lease_until IS NULL OR r.lease_until < now();
+    final := r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED');
+    IF r.resend_requested AND (final OR expired) AND (r.resend_hash IS NULL OR r.resend_hash = p_hash) THEN
+        UPDATE notify.ledger l SET status = 'PENDING', generation = r.generation + 1, owner = p_owner,
+               lease_until = now() + make_interval(secs => p_lease), updated_at = now(), resend_requested = false,
+               content_hash = COALESCE(p_hash, r.content_hash), record_value = COALESCE(p_value, r.record_value),
+               superseded_hash = CASE WHEN r.superseded_hash = p_hash THEN NULL ELSE r.superseded_hash END,
+               superseded_value = CASE WHEN r.superseded_hash = p_hash THEN NULL ELSE r.superseded_value END,
+               superseded_status = CASE WHEN r.superseded_hash = p_hash THEN NULL ELSE r.superseded_status END
+         WHERE l.notification_id = p_id;
+        RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status, COALESCE(r.first_sent_at, r.sent_at),
+                            r.content_hash, r.resend_request_id, r.resend_by, r.resend_reason;
+        RETURN;
+    END IF;
+    IF final THEN
+        IF p_hash IS NOT NULL AND r.content_hash IS NOT NULL AND p_hash <> r.content_hash
+           AND p_hash IS DISTINCT FROM r.superseded_hash THEN
+            UPDATE notify.ledger l SET status = 'SUPERSEDED', superseded_hash = p_hash, superseded_value = p_value,
+                   superseded_status = CASE WHEN r.status = 'SUPERSEDED' THEN r.superseded_status ELSE r.status END,
+                   superseded_at = now(), updated_at = now()
+             WHERE l.notification_id = p_id;
+            RETURN QUERY SELECT 'superseded'::text, r.generation, r.status, COALESCE(r.first_sent_at, r.sent_at),
+                                r.content_hash, NULL::text, NULL::text, NULL::text;
+            RETURN;
+        END IF;
+        RETURN QUERY SELECT 'done'::text, r.generation, r.status, COALESCE(r.first_sent_at, r.sent_at),
+                            r.content_hash, NULL::text, NULL::text, NULL::text;
+        RETURN;
+    END IF;
+    IF NOT expired AND r.owner IS DISTINCT FROM p_owner THEN
+        RETURN QUERY SELECT 'busy'::text, r.generation, r.status, COALESCE(r.first_sent_at, r.sent_at),
+                            r.content_hash, NULL::text, NULL::text, NULL::text;
+        RETURN;
+    END IF;
+    IF r.status = 'SENDING' THEN
+        UPDATE notify.ledger l SET status = 'UNCERTAIN', updated_at = now(), owner = NULL, lease_until = NULL,
+               reason = 'the sending instance stopped during DATA; delivery unknown'
+         WHERE l.notification_id = p_id;
+        RETURN QUERY SELECT 'uncertain'::text, r.generation, 'UNCERTAIN'::text, COALESCE(r.first_sent_at, r.sent_at),
+                            r.content_hash, NULL::text, NULL::text, NULL::text;
+        RETURN;
+    END IF;
+    UPDATE notify.ledger l SET status = 'PENDING', owner = p_owner, updated_at = now(),
+           lease_until = now() + make_interval(secs => p_lease),
+           content_hash = COALESCE(p_hash, r.content_hash), record_value = COALESCE(p_value, r.record_value)
+     WHERE l.notification_id = p_id;
+    RETURN QUERY SELECT 'send'::text, r.generation, r.status, COALESCE(r.first_sent_at, r.sent_at),
+                        r.content_hash, NULL::text, NULL::text, NULL::text;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION notify.claim_many(p_ids text[], p_records text[], p_trainees text[], p_days text[],
+                                             p_kinds text[], p_owner text, p_lease double precision,
+                                             p_hashes text[], p_values bytea[])
+RETURNS TABLE (o_id text, o_decision text, o_generation integer, o_status text, o_first_sent_at timestamptz,
+               o_old_hash text, o_request_id text, o_operator text, o_reason text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    inserted text[];
+BEGIN
+    WITH ins AS (
+        INSERT INTO notify.ledger AS l (notification_id, record_id, trainee_id, day, kind, status, owner, lease_until,
+                                        content_hash, record_value)
+        SELECT u.id, u.rec, u.trainee, u.day, u.kind, 'PENDING', p_owner, now() + make_interval(secs => p_lease),
+               u.hash, u.value
+          FROM unnest(p_ids, p_records, p_trainees, p_days, p_kinds, p_hashes, p_values)
+               AS u(id, rec, trainee, day, kind, hash, value)
+        ON CONFLICT (notification_id) DO NOTHING
+        RETURNING l.notification_id)
+    SELECT COALESCE(array_agg(ins.notification_id), '{}') INTO inserted FROM ins;
+    RETURN QUERY SELECT i, 'send'::text, 0, 'PENDING'::text, NULL::timestamptz, NULL::text, NULL::text, NULL::text,
+                        NULL::text FROM unnest(inserted) AS i;
+    RETURN QUERY
+        SELECT u.id, c.o_decision, c.o_generation, c.o_status, c.o_first_sent_at, c.o_old_hash, c.o_request_id,
+               c.o_operator, c.o_reason
+          FROM unnest(p_ids, p_records, p_trainees, p_days, p_kinds, p_hashes, p_values)
+               AS u(id, rec, trainee, day, kind, hash, value)
+         CROSS JOIN LATERAL notify.claim(u.id, u.rec, u.trainee, u.day, u.kind, p_owner, p_lease, u.hash, u.value) AS c
+         WHERE u.id <> ALL (inserted);
+END
+$fn$;
+
+-- An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: 'recorded' when this call
+-- recorded it; 'done' when the ledger already held it; 'superseded' when it held a final outcome of
+-- a record with other content (then recorded SUPERSEDED, as a claim would).
+CREATE OR REPLACE FUNCTION notify.record_final(p_id text, p_record text, p_trainee text, p_day text, p_kind text,
+                                               p_status text, p_reason text, p_hash text, p_value bytea)
+RETURNS TABLE (o_decision text, o_status text, o_old_hash text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r notify.ledger%ROWTYPE;
+BEGIN
+    INSERT INTO notify.ledger (notification_id, record_id, trainee_id, day, kind, status, reason, content_hash,
+                               record_value)
+    VALUES (p_id, p_record, p_trainee, p_day, p_kind, p_status, p_reason, p_hash, p_value)
+    ON CONFLICT (notification_id) DO NOTHING;
+    IF FOUND THEN
+        RETURN QUERY SELECT 'recorded'::text, p_status, NULL::text;
+        RETURN;
+    END IF;
+    SELECT * INTO r FROM notify.ledger l WHERE l.notification_id = p_id FOR UPDATE;
+    IF r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED')
+       AND p_hash IS NOT NULL AND r.content_hash IS NOT NULL AND p_hash <> r.content_hash
+       AND p_hash IS DISTINCT FROM r.superseded_hash THEN
+        UPDATE notify.ledger l SET status = 'SUPERSEDED', superseded_hash = p_hash, superseded_value = p_value,
+               superseded_status = CASE WHEN r.status = 'SUPERSEDED' THEN r.superseded_status ELSE r.status END,
+               superseded_at = now(), updated_at = now()
+         WHERE l.notification_id = p_id;
+        RETURN QUERY SELECT 'superseded'::text, r.status, r.content_hash;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT 'done'::text, r.status, r.content_hash;
+END
+$fn$;
 """
 
-_CLAIM = "SELECT * FROM notify.claim_many(%s, %s, %s, %s, %s, %s, %s)"
+_CLAIM = "SELECT * FROM notify.claim_many(%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::bytea[])"
 
 # ids distinct and sorted (the row lock order); one row per id
 _MARK = (
@@ -222,6 +388,7 @@ class Decision(StrEnum):
     DONE = "done"  # an outcome is recorded: nothing to do (a replay)
     BUSY = "busy"  # another live instance holds the lease: wait and claim again
     UNCERTAIN = "uncertain"  # an instance died mid-DATA: recorded UNCERTAIN, not resent
+    SUPERSEDED = "superseded"  # final, and this record has other content: recorded SUPERSEDED, not sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +397,10 @@ class Claim:
     generation: int = 0
     status: str | None = None
     first_sent_at: dt.datetime | None = None  # when generation 0 was accepted by the relay
+    old_hash: str | None = None  # the content hash the ledger held before this claim
+    request_id: str | None = None  # an explicit resend: its request id, operator and reason
+    operator: str | None = None
+    operator_reason: str | None = None
 
     @property
     def is_copy(self) -> bool:
@@ -244,7 +415,7 @@ class Ledger:
         self._pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
                                          connection_class=AsyncConnection[DictRow],
                                          kwargs={"autocommit": True, "row_factory": dict_row})
-        self._claims: GroupCommit[str, Notification, Claim] = GroupCommit(self._claim_group)
+        self._claims: GroupCommit[str, tuple[Notification, Content | None], Claim] = GroupCommit(self._claim_group)
         # SENDING holds a connection until DATA: no lingering; an outcome only has to be written
         # before the status event and the offset commit, so the marks of a few ms go together
         self._sending: GroupCommit[str, str, bool] = GroupCommit(self._mark_sending_many, SENDING_LINGER)
@@ -282,23 +453,32 @@ class Ledger:
                     raise
         raise AssertionError("unreachable")
 
-    async def claim(self, n: Notification) -> Claim:
-        """Claim ``n`` for this instance (with the claims of concurrent callers, in one transaction)."""
-        return await self._claims(n.notification_id, n)
+    async def claim(self, n: Notification, content: Content | None = None) -> Claim:
+        """Claim ``n`` for this instance (with the claims of concurrent callers, in one transaction).
+        ``content``: the record's content hash and value; a final notification whose record now has
+        another hash is recorded SUPERSEDED (the decision says so)."""
+        return await self._claims(n.notification_id, (n, content))
 
-    async def claim_many(self, ns: Sequence[Notification]) -> dict[str, Claim]:
-        """Claim every notification of ``ns`` (distinct ids) in one transaction, by id."""
+    async def claim_many(self, ns: Sequence[Notification],
+                         contents: dict[str, Content] | None = None) -> dict[str, Claim]:
+        """Claim every notification of ``ns`` (distinct ids) in one transaction, by id; ``contents``
+        by notification id."""
         if not ns:
             return {}
+        contents = contents or {}
         ns = sorted(ns, key=lambda n: n.notification_id)  # the same row lock order in every instance
+        found = [contents.get(n.notification_id) for n in ns]
         rows = await self._fetchall(_CLAIM, (
             [n.notification_id for n in ns], [n.record_id for n in ns], [n.trainee_id for n in ns],
-            [n.day for n in ns], [n.kind.value for n in ns], self.owner, self.lease))
+            [n.day for n in ns], [n.kind.value for n in ns], self.owner, self.lease,
+            [c.hash if c else None for c in found], [c.value if c else None for c in found]))
         return {row["o_id"]: Claim(Decision(row["o_decision"]), row["o_generation"], row["o_status"],
-                                   row["o_first_sent_at"]) for row in rows}
+                                   row["o_first_sent_at"], row["o_old_hash"], row["o_request_id"], row["o_operator"],
+                                   row["o_reason"]) for row in rows}
 
-    async def _claim_group(self, batch: list[tuple[str, Notification]]) -> list[Claim]:
-        claims = await self.claim_many([n for _, n in batch])
+    async def _claim_group(self, batch: list[tuple[str, tuple[Notification, Content | None]]]) -> list[Claim]:
+        contents = {key: c for key, (_, c) in batch if c is not None}
+        claims = await self.claim_many([n for _, (n, _) in batch], contents)
         return [claims[key] for key, _ in batch]
 
     async def mark(self, notification_id: str, status: Status, *, message_id: str | None = None,
@@ -330,14 +510,17 @@ class Ledger:
             "owner": self.owner})}
         return [key in held for key, _ in batch]
 
-    async def record_final(self, n: Notification, status: Status, reason: str) -> bool:
-        """An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: True when this
-        call recorded it, False when the ledger already held the notification."""
+    async def record_final(self, n: Notification, status: Status, reason: str,
+                           content: Content | None = None) -> tuple[str, str | None]:
+        """An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: ``("recorded",
+        None)`` when this call recorded it, ``("done", old hash)`` when the ledger already held the
+        notification, ``("superseded", old hash)`` when it held a final outcome of other content."""
         row = await self._fetchone(
-            "INSERT INTO notify.ledger (notification_id, record_id, trainee_id, day, kind, status, reason)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (notification_id) DO NOTHING RETURNING 1 AS added",
-            (n.notification_id, n.record_id, n.trainee_id, n.day, n.kind.value, status.value, reason))
-        return row is not None
+            "SELECT * FROM notify.record_final(%s, %s, %s, %s, %s, %s, %s, %s::text, %s::bytea)",
+            (n.notification_id, n.record_id, n.trainee_id, n.day, n.kind.value, status.value, reason,
+             content.hash if content else None, content.value if content else None))
+        assert row is not None
+        return row["o_decision"], row["o_old_hash"]
 
     async def release(self, *notification_ids: str) -> None:
         """Give up claims without an outcome (a drain mid-retry, or before the send began): the next

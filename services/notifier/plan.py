@@ -21,9 +21,19 @@ class Status(StrEnum):
     UNCERTAIN = "UNCERTAIN"
     SUPPRESSED = "SUPPRESSED"
     NO_ADDRESS = "NO_ADDRESS"
+    # a record with the id of one already final came with other content (an aggregator replay after a
+    # fix): not sent; the ledger keeps both content hashes and the new record, an operator decides
+    SUPERSEDED = "SUPERSEDED"
+    RESEND_REQUESTED = "RESEND_REQUESTED"  # an operator asked for a copy (status events only, never a ledger row)
 
 
-FINAL = frozenset({Status.SENT, Status.FAILED, Status.UNCERTAIN, Status.SUPPRESSED, Status.NO_ADDRESS})
+FINAL = frozenset({Status.SENT, Status.FAILED, Status.UNCERTAIN, Status.SUPPRESSED, Status.NO_ADDRESS,
+                   Status.SUPERSEDED})
+
+# Fields of a net-change record left out of its content hash: they say how or when it was derived,
+# not what it tells the trainee (``late``: whether its events arrived after the day closed, which an
+# aggregator replay may judge differently).
+VOLATILE_FIELDS = frozenset({"late"})
 
 
 class Kind(StrEnum):
@@ -38,6 +48,38 @@ class Notification:
     record_id: str
     trainee_id: str
     day: str
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What the ledger keeps of the record a notification is sent from: its content hash, and its
+    value as read (for a resend, which re-publishes it)."""
+
+    hash: str
+    value: bytes | None = None
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def canonical_json(record: dict[str, Any]) -> bytes:
+    """The record as canonical JSON: keys sorted, no whitespace, UTF-8, volatile fields and nulls left
+    out (so a later schema version's optional field, null in old records, does not change it); arrays
+    keep their order (the aggregator emits them deterministically)."""
+    import json
+
+    body = _without_nulls({k: v for k, v in record.items() if k not in VOLATILE_FIELDS})
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def content_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of :func:`canonical_json`, first 32 hex digits: equal for records that say the same."""
+    return hashlib.sha256(canonical_json(record)).hexdigest()[:32]
 
 
 def notifications(record: dict[str, Any]) -> list[Notification]:

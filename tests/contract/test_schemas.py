@@ -8,6 +8,10 @@ released version is the current schema itself: changing a schema means adding ``
 
 NetChange versions: v1 the first; v2 adds the optional ``local_offices`` (the managing deaneries of
 the trainee's current programme memberships at the day's close, or null).
+
+DeliveryStatus versions: v1 the first; v2 adds the states SUPERSEDED and RESEND_REQUESTED and the
+optional content_hash, previous_content_hash, request_id, operator and operator_reason (replays and
+resends made visible: docs/runbook.md).
 """
 
 from __future__ import annotations
@@ -62,7 +66,13 @@ def examples(name: str) -> list[dict[str, Any]]:
                 "message_id": "<abc@notify.example.nhs.uk>", "smtp_code": 250, "reason": None,
                 "instance": "mailer-1", "at_ms": 1795590000000}
         return [base, {**base, "status": "NO_ADDRESS", "attempt": 0, "message_id": None, "smtp_code": None,
-                       "reason": "no address"}]
+                       "reason": "no address"},
+                {**base, "status": "SUPERSEDED", "attempt": 0, "smtp_code": None, "content_hash": "b" * 32,
+                 "previous_content_hash": "a" * 32, "reason": "other content"},
+                {**base, "status": "RESEND_REQUESTED", "attempt": 0, "generation": 0, "request_id": "rs-0123456789ab",
+                 "operator": "jbloggs", "operator_reason": "relay down overnight", "content_hash": "a" * 32},
+                {**base, "generation": 1, "request_id": "rs-0123456789ab", "operator": "jbloggs",
+                 "operator_reason": "relay down overnight", "content_hash": "a" * 32}]
     raise AssertionError(f"no example values for {name}: add some here")
 
 
@@ -242,3 +252,37 @@ def test_netchange_v2_values_are_readable_by_a_v1_reader() -> None:
     buf.seek(0)
     read = fastavro.schemaless_reader(buf, v2, v1)
     assert read == {k: v for k, v in value.items() if k != "local_offices"}
+
+
+# --------------------------------------------------------------------------------------------------
+# DeliveryStatus v1 -> v2: SUPERSEDED, RESEND_REQUESTED and the optional audit fields
+
+V2_FIELDS = ("content_hash", "previous_content_hash", "request_id", "operator", "operator_reason")
+
+
+def test_delivery_status_v1_values_decode_with_the_current_reader() -> None:
+    v1 = load(released(serde.DELIVERY_STATUS)[1])
+    value = examples(serde.DELIVERY_STATUS)[0]
+    data = single_object(v1, value)
+    assert data[2:10] != serde.encode(serde.DELIVERY_STATUS, value)[2:10], "v1 and v2 have different fingerprints"
+    read = serde.decode(serde.DELIVERY_STATUS, data)
+    assert {k: read[k] for k in V2_FIELDS} == dict.fromkeys(V2_FIELDS)
+    assert normalise(read) == normalise({**value, **dict.fromkeys(V2_FIELDS)})
+
+
+def test_delivery_status_v2_adds_only_optional_fields_and_new_states_at_the_end() -> None:
+    v1, v2 = (load(released(serde.DELIVERY_STATUS)[n]) for n in (1, 2))
+    old = {f["name"]: f for f in v1["fields"]}
+    new = {f["name"]: f for f in v2["fields"]}
+    assert list(new)[:len(old)] == list(old)
+    for name in V2_FIELDS:
+        assert new[name]["type"] == ["null", "string"] and new[name]["default"] is None
+    symbols_v1, symbols_v2 = old["status"]["type"]["symbols"], new["status"]["type"]["symbols"]
+    assert symbols_v2[:len(symbols_v1)] == symbols_v1
+    assert symbols_v2[len(symbols_v1):] == ["SUPERSEDED", "RESEND_REQUESTED"]
+
+
+def test_a_superseded_event_round_trips_with_both_hashes() -> None:
+    event = examples(serde.DELIVERY_STATUS)[2]
+    read = serde.decode(serde.DELIVERY_STATUS, serde.encode(serde.DELIVERY_STATUS, event))
+    assert (read["status"], read["content_hash"], read["previous_content_hash"]) == ("SUPERSEDED", "b" * 32, "a" * 32)
