@@ -40,8 +40,13 @@ Phases (one run, the same CDC topics throughout, ``--partitions`` each, 12 as de
 
 Ratios: ``ratio_this_to_faust_noop`` (all applied / no-op), ``ratio_this_to_compare_tree`` (every
 event's state written and its input committed, both trees) and ``ratio_this_to_compare_tree_applied``
-(all applied / all resolved). ``--workers N`` runs N workers of this aggregator in one group (no
-recovery phases then).
+(all applied / all resolved); ``cpu_ratio_faust_noop_to_this`` and ``cpu_ratio_compare_tree_to_this``
+the same by CPU time per event (user + system of the process, all threads: the other load of a shared
+machine moves events/s a lot and these little; the phases run one after the other, so compare the
+``loadavg_1m_*`` figures too). ``--workers N`` runs N workers of this aggregator in one group (no
+recovery phases then; the bench waits for the first worker's /readyz, which a worker that is not
+the group's leader was seen to answer "table changelog not usable" throughout: faust's
+``topic_partitions`` is known on the group's leader only).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -368,6 +374,25 @@ def ready(port: int) -> bool:
         return False
 
 
+def readyz_body(port: int) -> str:
+    """What /readyz answers (for a report when it stays not ready)."""
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read().decode()[:300]
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read().decode()[:300]}"
+    except OSError as exc:
+        return f"no answer ({exc})"
+
+
+def wait_ready(agg: Aggregator, timeout: float, what: str) -> float:
+    try:
+        return wait_for(lambda: ready(agg.port), timeout, agg, what=what)
+    except TimeoutError:
+        applied = metric(agg.port, "netchange_events_applied_total")
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}: /readyz answers "
+                           f"{readyz_body(agg.port)}; events applied so far {applied}; see {agg.log}") from None
+
+
 def vm_hwm_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -376,6 +401,16 @@ def vm_hwm_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (Linux /proc): other load on the machine moves
+    throughput a lot and this little, so the ratios of CPU per event say what the code costs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -734,9 +769,10 @@ def compare_tree_phase(tree: Path, name: str, bootstrap: str, prefix: str, run: 
     agg.start()
     try:
         port = agg.port
-        t_ready = wait_for(lambda: ready(port), 180, agg, what="readyz (compare tree)")
+        t_ready = wait_ready(agg, 180, "readyz (compare tree)")
         t_first = wait_for(lambda: (metric(port, "netchange_events_applied_total") or 0) > 0, 180, agg, 0.05,
                            "first event (compare tree)")
+        cpu_first = cpu_seconds(agg.proc.pid)
         last = [time.monotonic()]
 
         def all_resolved() -> bool:
@@ -753,6 +789,7 @@ def compare_tree_phase(tree: Path, name: str, bootstrap: str, prefix: str, run: 
         wanted = {(hop, p): h for p, h in enumerate(probe.highs(hop, parts))}
         t_folded = wait_for(lambda: probe.committed_at_least(wanted), args.timeout, agg, 0.25,
                             "fold committed (compare tree)")
+        out["cpu_ms_per_event"] = round((cpu_seconds(agg.proc.pid) - cpu_first) / n * 1000, 4)
         out["startup_to_ready_seconds"] = round(t_ready - t_start, 2)
         out["resolve_seconds"] = round(t_resolved - t_first, 2)
         out["events_per_s_resolved"] = round(n / (t_resolved - t_first))
@@ -806,12 +843,13 @@ def this_phase(bootstrap: str, prefix: str, run: str, scratch: Path, work: dict[
     try:
         port = agg.port
         ports = [port] + [w.port for w in extra]
-        t_ready = wait_for(lambda: ready(port), 180, agg, what="readyz")
+        t_ready = wait_ready(agg, 180, "readyz")
 
         def total(name: str) -> float:  # replays after the start-up rebalance count too (several workers)
             return sum(metric(p, name) or 0 for p in ports)
 
         t_first = wait_for(lambda: total("netchange_events_applied_total") > 0, 180, agg, 0.05, "first event")
+        cpu_first = cpu_seconds(agg.proc.pid)
         last = [time.monotonic()]
 
         def all_applied() -> bool:
@@ -827,6 +865,7 @@ def this_phase(bootstrap: str, prefix: str, run: str, scratch: Path, work: dict[
 
         cdc_highs = {(t, p): h for t in cdc_topics.values() for p, h in enumerate(probe.highs(t, parts))}
         t_applied = wait_for(all_applied, args.timeout, agg, 0.25, "all events applied")
+        cpu_applied = cpu_seconds(agg.proc.pid)
         out["loadavg_1m_at_applied"] = round(os.getloadavg()[0], 2)
         t_committed = wait_for(lambda: probe.committed_at_least(cdc_highs), args.timeout, agg, 0.25,
                                "every CDC offset committed")
@@ -835,6 +874,8 @@ def this_phase(bootstrap: str, prefix: str, run: str, scratch: Path, work: dict[
         out["events_per_s"] = round(n / (t_applied - t_first))
         out["committed_seconds"] = round(t_committed - t_first, 2)
         out["events_per_s_committed"] = round(n / (t_committed - t_first))
+        # the first worker's CPU per event (with --workers, only its share of the events is known: omitted)
+        out["cpu_ms_per_event"] = None if extra else round((cpu_applied - cpu_first) / n * 1000, 4)
         out["dead_letters"] = total("netchange_dead_letters_total")
         writes = total("netchange_state_writes_total")
         out["state_writes"] = writes
@@ -904,12 +945,14 @@ def _marker_entity(work: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 def send_marker(bootstrap: str, cdc_topics: dict[str, str], work: dict[str, Any], sent: list[bytes]) -> bytes:
-    """One more update of the marker entity (whole_time_equivalent toggled), keyed as the connector keys it."""
+    """One more update of the marker entity, keyed as the connector keys it: whole_time_equivalent set
+    to a value it has not had today, so every marker shows in the day's record."""
     from confluent_kafka import Producer
 
     table, _, row = _marker_entity(work)
     before = orjson.loads(sent[-1])["after"] if sent else row
-    after = dict(before, whole_time_equivalent="0.50" if before["whole_time_equivalent"] != "0.50" else "0.60")
+    had = {row["whole_time_equivalent"]} | {orjson.loads(m)["after"]["whole_time_equivalent"] for m in sent}
+    after = dict(before, whole_time_equivalent=next(w for w, _ in ref.WTE if w not in had))
     k = len(sent) + 1
     env = _envelope(table, "u", before, after, work["last_ts_us"] + 1000 * k, work["last_lsn"] + 1000 * k,
                     work["tx"] + k)
@@ -979,7 +1022,10 @@ def kafka_phases(work: dict[str, Any], expected: dict[str, bytes], args: argpars
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_noop.py")), bootstrap, str(n),
                            *cdc_topics.values()], capture_output=True, text=True, timeout=args.timeout, check=False)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    out["faust_noop_events_per_s"] = json.loads(lines[-1])["messages_per_s"] if lines else None
+    noop = json.loads(lines[-1]) if lines else {}
+    out["loadavg_1m_after_faust_noop"] = round(os.getloadavg()[0], 2)
+    out["faust_noop_events_per_s"] = noop.get("messages_per_s")
+    out["faust_noop_cpu_ms_per_event"] = round(noop["cpu_seconds"] / n * 1000, 4) if "cpu_seconds" in noop else None
     if not lines:
         say(f"faust no-op agent failed ({done.returncode}): {done.stderr[-2000:]}")
 
@@ -1004,6 +1050,12 @@ def kafka_phases(work: dict[str, Any], expected: dict[str, bytes], args: argpars
     if old.get("events_per_s"):
         ratios["ratio_this_to_compare_tree"] = round(this["events_per_s_committed"] / old["events_per_s"], 3)
         ratios["ratio_this_to_compare_tree_applied"] = round(this["events_per_s"] / old["events_per_s_resolved"], 3)
+    # the same by CPU time per event (what the code costs, whatever else the machine was doing)
+    if this.get("cpu_ms_per_event"):
+        if out.get("faust_noop_cpu_ms_per_event"):
+            ratios["cpu_ratio_faust_noop_to_this"] = round(out["faust_noop_cpu_ms_per_event"] / this["cpu_ms_per_event"], 3)
+        if old.get("cpu_ms_per_event"):
+            ratios["cpu_ratio_compare_tree_to_this"] = round(old["cpu_ms_per_event"] / this["cpu_ms_per_event"], 3)
     out["ratios"] = ratios
     return out
 

@@ -12,13 +12,20 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True)
 
 
-def ensure_topics(settings: AggregatorSettings) -> None:
+def ensure_topics(settings: AggregatorSettings) -> int | None:
     """Create every declared topic that is missing (idempotent, as ``topics apply``) before faust
     subscribes: a topic missing at subscription time is ignored by faust for the life of the worker,
     and a changelog faust creates itself is unknown to its consumer until a metadata refresh."""
     from services.topics import apply_topics
 
-    apply_topics(settings)
+    for change in apply_topics(settings):
+        if change.topic == settings.changelog_topic() and change.action == "partitions-differ":
+            from services import logs
+
+            logs.get("aggregator").error("aggregator.changelog_partitions_differ", topic=change.topic,
+                                          detail=change.detail)
+            return int(change.detail.split()[1])  # "has N partitions, declared M ..."
+    return settings.topic_partitions
 
 
 @app.command("run")
@@ -34,9 +41,9 @@ def run() -> None:
     level, json_logs = logs.configure()
     settings = AggregatorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings)
+    changelog_partitions = ensure_topics(settings)
     clock = FileClock(settings.watermark_file) if settings.watermark_file else WallClock()
-    faust_app = build_app(settings, clock)
+    faust_app = build_app(settings, clock, changelog_partitions)
     worker = faust.Worker(faust_app, loglevel=level, quiet=True,
                           logging_config=logs.stdlib_config(level, json=json_logs))
     worker.execute_from_commandline()

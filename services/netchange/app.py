@@ -62,7 +62,10 @@ def _reason_label(reason: str) -> str:
     return reason.split(":")[0][:40]
 
 
-def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust.App:
+def build_app(settings: AggregatorSettings, clock: Clock | None = None,
+              changelog_partitions: int | None = None) -> faust.App:
+    """``changelog_partitions``: what the broker said of the table's changelog before the worker
+    started (None: not checked); another count than the CDC topics' makes every table write fail."""
     clock = clock or WallClock()
     fold = Fold(Calendar(settings.timezone, settings.day_seconds), int(settings.grace_seconds * 1000))
     app = faust.App(
@@ -100,7 +103,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
 
     progress: dict[str, int] = {}  # the connector's progress: newest source time and heartbeat seen
     watch = Watch(settings.stall_seconds, stages=("aggregate",), moved={"aggregate": time.monotonic()})
-    health = {"crashed": 0.0, "ok": 0.0}  # when the agent last crashed, and last processed an event
+    health = {"crashed": 0.0, "written": 0.0}  # when the agent last crashed, and last wrote the table
     warned: set[str] = set()  # configuration faults already logged as errors (once each)
     cache: dict[bytes, TraineeState] = {}  # decoded states of this worker's partitions (bounded)
     marks: dict[int, int] = {}  # partition -> its watermark
@@ -118,6 +121,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
     def store(key: bytes, state: TraineeState, partition: int) -> None:
         cache[key] = state
         trainees[key] = state.dumps(partition)
+        health["written"] = time.monotonic()
         WRITES.inc()
         if partition in index:
             for label in state.days:
@@ -178,9 +182,10 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
         else:
             marks[partition] = wm
             trainees[MARK % partition] = str(wm).encode()
-        open_days = index.get(partition)
-        if open_days is None:
-            open_days = index[partition] = build_index(partition)
+            health["written"] = time.monotonic()
+        if partition not in index:
+            build_index()
+        open_days = index.setdefault(partition, {})
         for label in sorted(open_days):
             day = fold.calendar.by_label(label)
             if day.end_ms + fold.grace_ms > wm:
@@ -209,16 +214,19 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
             del open_days[label]
             log.info("netchange.day_closed", partition=partition, day=label, trainees=len(closed), records=emitted)
 
-    def build_index(partition: int) -> dict[str, set[str]]:
-        found: dict[str, set[str]] = {}
+    def build_index() -> None:
+        """Which trainees have which days open, for every partition this worker holds: one scan of the
+        table after each rebalance (the index is in memory only)."""
+        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == ticks_name}
+        found: dict[int, dict[str, set[str]]] = {p: {} for p in held}
         for key, raw in trainees.data.items():
             if key.startswith(b"~"):
                 continue
             p, labels = TraineeState.partition_of(raw)
-            if p == partition:
+            if p in found:
                 for label in labels:
-                    found.setdefault(label, set()).add(key.decode())
-        return found
+                    found[p].setdefault(label, set()).add(key.decode())
+        index.update(found)
 
     @app.agent(inputs, concurrency=1)
     async def aggregate(stream: Any) -> None:
@@ -246,7 +254,6 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                         done = None
                     if done is not None:
                         store(*done, msg.partition)
-                health["ok"] = now
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -315,8 +322,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
                 os._exit(3)  # a restart is safe: state and offsets are in Kafka (as after kill -9)
 
     def table_usable() -> bool:
-        n = app.consumer.topic_partitions(trainees.changelog_topic.get_topic_name())
-        return n == settings.topic_partitions
+        return changelog_partitions in (None, settings.topic_partitions)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -326,7 +332,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None) -> faust
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        crashing = health["crashed"] > health["ok"]
+        crashing = health["crashed"] > health["written"]  # crashed, and no table write has worked since
         ready = not busy() and bool(app.consumer.assignment()) and not crashing and table_usable()
         body = {"ready": ready}
         if not ready:
