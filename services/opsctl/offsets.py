@@ -11,8 +11,12 @@ Exit codes: 0 done (or planned), 1 refused or an error (unknown group or topic, 
 options, 3 the broker is unreachable.
 
 Replaying is safe for our groups: the mailer's ledger sends each notification once (a replayed record
-whose content differs from what was sent is recorded ``SUPERSEDED``, not sent), and the aggregator
-re-derives records with the same ids.
+whose content differs from what was sent is recorded ``SUPERSEDED``, not sent). Resetting the
+aggregator's own group re-applies only events it never applied: its table remembers, per record, the
+position last applied, so a replayed event is skipped. To re-derive records after a bug fix, run the
+fixed aggregator under a new ``TN_APP_ID`` with an empty data directory (docs/runbook.md, "Replay
+after a bug fix"); it emits records with the same ids, and the mailer marks those whose content
+changed ``SUPERSEDED``.
 """
 
 from __future__ import annotations
