@@ -24,6 +24,8 @@ _SUBAPPS: dict[str, tuple[str, str, str]] = {
     "demo": ("services.demo.cli", "app", "Run the end-to-end demo on the local stack."),
     "aggregator": ("services.netchange.__main__", "app", "The Faust aggregator service."),
     "mailer": ("services.notifier.__main__", "app", "The mailer service."),
+    "formr": ("services.formr.__main__", "app", "The Form R service: read model, report page, reminders."),
+    "report": ("services.formr.__main__", "report_app", "Reports from the command line (formr: Form R before ARCP)."),
     # operator commands (docs/runbook.md)
     "status": ("services.opsctl.status", "status", "One screen: groups and lag, watermark, digests, dead letters, connector."),
     "tail": ("services.opsctl.tail", "tail", "Decoded records of a topic (JSON envelopes, Avro records)."),

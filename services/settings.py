@@ -109,3 +109,37 @@ class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
     session_timeout_ms: int = Field(10000, ge=6000, description="Kafka consumer session timeout")
     fault_linger_seconds: float = Field(15.0, ge=0, description="after a fatal fault (530/535), keep /metrics up "
                                         "this long so the alert is scraped before the process exits")
+
+
+class FormrSettings(KafkaSettings, SmtpSettings):
+    """The Form R service (``trainee-notify formr run``): read model, report page, reminders."""
+
+    formr_group_id: str = Field("trainee-notify-formr", description="consumer group of the read model")
+    formr_dsn: str = Field("host=127.0.0.1 port=5432 user=postgres dbname=tss",
+                           description="PostgreSQL conninfo of the read model (schema formr) and the ledger")
+    formr_web_host: str = Field("127.0.0.1", description="the report page binds here; localhost unless configured")
+    formr_web_port: int = Field(8088, description="the report page's port")
+    formr_trusted_proxies: list[str] = Field(default_factory=list, description="addresses of the authenticating "
+                                             "proxy whose identity headers are believed (JSON list)")
+    formr_proxy_secret: SecretStr | None = Field(None, description="a shared secret the proxy sends in "
+                                                 "formr_secret_header; with it, headers are believed from anywhere")
+    formr_secret_header: str = "X-Proxy-Secret"
+    formr_user_header: str = "X-Forwarded-User"
+    formr_groups_header: str = "X-Forwarded-Groups"
+    formr_office_groups: dict[str, str] = Field(default_factory=dict, description="group -> local office (JSON); "
+                                                "a group not listed entitles the local office it names")
+    formr_horizon_weeks: int = Field(16, ge=1)
+    formr_window_months: int = Field(12, ge=1)
+    formr_at_risk_weeks: int = Field(6, ge=0)
+    formr_reminder_weeks: list[int] = Field(default_factory=lambda: [8, 2], description="reminders this many "
+                                            "weeks before the review (JSON list)")
+    formr_reminders: bool = Field(True, description="send the trainees' reminders")
+    formr_reminder_every_seconds: float = Field(60.0, gt=0, description="how often the reminder clock ticks")
+    formr_clock_file: Path | None = Field(None, description="tests: the time now (ISO-8601) is read from this file")
+    formr_submit_url: str = "https://trainee.tis.nhs.uk/formr"
+    formr_instance_id: str = Field("formr-1", description="names this instance in ledger claims; keep it "
+                                   "across restarts so a restarted instance takes its own claims back at once")
+    mail_from: str = "Training record notifications <no-reply@notify.example.nhs.uk>"
+    message_id_domain: str = "notify.example.nhs.uk"
+    allow_test_domains: bool = False
+    contacts_file: Path | None = None
