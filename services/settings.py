@@ -38,8 +38,8 @@ class KafkaSettings(_Base):
         return f"{self.app_id}-ticks"
 
     def changelog_topic(self) -> str:
-        """The changelog of the aggregator's ``trainees`` table (faust's name for it)."""
-        return f"{self.app_id}-trainees-changelog"
+        """The changelog of the aggregator's ``trainee_state`` table (faust's name for it)."""
+        return f"{self.app_id}-trainee_state-changelog"
 
     def leader_topic(self) -> str:
         """faust's partition assignor's topic."""
@@ -65,10 +65,10 @@ class AggregatorSettings(KafkaSettings, DaySettings):
     web_host: str = "127.0.0.1"
     store: str = Field("rocksdb://", description="faust table store: rocksdb:// or memory://")
     watermark_file: Path | None = Field(None, description="tests: read the watermark (epoch seconds) from this file")
-    standby_replicas: int = Field(0, ge=0, description="faust standby replicas of the trainees table: a worker "
+    standby_replicas: int = Field(0, ge=0, description="faust standby replicas of the trainee_state table: a worker "
                                   "keeps a copy of other partitions' state, so a fail-over does not replay "
                                   "the changelog (production: 1)")
-    state_cache: int = Field(20000, ge=1, description="decoded trainee states kept in memory per worker")
+    state_cache: int = Field(5000, ge=1, description="decoded trainee states kept in memory per worker")
     stall_seconds: float = Field(120.0, gt=0, description="no event processed this long while its partitions "
                                  "have lag: /healthz fails and the stall is logged with what is pending")
     exit_on_stall: bool = Field(True, description="after a stall, exit (code 3) so the supervisor restarts the "

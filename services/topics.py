@@ -86,7 +86,7 @@ def declared_topics(settings: KafkaSettings) -> list[TopicSpec]:
     # assignment (and then fail table writes until a metadata refresh: "changelog topic has 0 partitions")
     aggregator = [
         TopicSpec(settings.changelog_topic(), n, "compact", INFINITE,
-                  "the aggregator's trainees table: per trainee, known records, open days, person history", rf),
+                  "the aggregator's trainee_state table: per trainee, known records, open days, person history", rf),
         TopicSpec(settings.ticks_topic(), n, "delete", DAY_MS,
                   "watermark ticks, one per partition, that close the aggregator's days", rf),
         TopicSpec(settings.leader_topic(), 1, "delete", DAY_MS, "faust's partition assignor (the aggregator's group)", rf),

@@ -13,9 +13,10 @@ app = typer.Typer(no_args_is_help=True)
 
 
 def ensure_topics(settings: AggregatorSettings) -> int | None:
-    """Create every declared topic that is missing (idempotent, as ``topics apply``) before faust
-    subscribes: a topic missing at subscription time is ignored by faust for the life of the worker,
-    and a changelog faust creates itself is unknown to its consumer until a metadata refresh."""
+    """Create every declared topic that is missing and set the declared configs (idempotent: what
+    ``topics apply`` does) before faust subscribes: a topic missing at subscription time is ignored by
+    faust for the life of the worker, and a changelog faust creates itself is unknown to its consumer
+    until a metadata refresh. Returns the changelog's partition count as the broker has it."""
     from services.topics import apply_topics
 
     for change in apply_topics(settings):

@@ -2,7 +2,7 @@
 
 The connector keys every change by ``trainee_id`` (ADR 0004), so the six CDC topics are co-partitioned
 by trainee and one agent, ``aggregate``, reads them all (faust's assignor gives one worker the same
-partition of every topic it reads). Per trainee, one value in one changelogged table, ``trainees``:
+partition of every topic it reads). Per trainee, one value in one changelogged table, ``trainee_state``:
 the known state of the trainee's records, its open days and its personal-details history. An event
 is parsed and checked, applied by the pure :class:`~services.netchange.trainee.Fold`, and the new
 state written once. Anything that goes wrong with one event (its parse, its values, its key, its
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -33,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from services import logs, serde
 from services.netchange import trainee as tf
-from services.netchange.cdc import ENTITIES, MalformedEnvelope, parse_envelope
+from services.netchange.cdc import ENTITIES, Change, MalformedEnvelope, parse_envelope
 from services.netchange.days import Calendar
 from services.netchange.stall import Verdict, Watch
 from services.netchange.trainee import Fold, TraineeState
@@ -54,12 +55,21 @@ WRITES = Counter("netchange_state_writes_total", "trainee states written to the 
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
 STALLED = Gauge("netchange_stalled", "1 when no event was processed for TN_STALL_SECONDS while there is lag")
 WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
+WITHOUT_OWNER = Counter("netchange_events_without_trainee_total", "row changes that belong to no trainee "
+                        "(trainee_id null): nobody to notify")
 TICK = b"__tick__"
-MARK = b"~mark:%d"  # a partition's watermark, in the same table (never a trainee id: those are digits)
+TABLE = "trainee_state"
+MARK = b"~mark:%d"  # a partition's watermark, in the same table (trainee ids starting with ~ are refused)
+MAX_MESSAGE = 900_000  # under faust's 1,000,000-byte producer request limit, with room for headers
+EARLIEST_MS, LATEST_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01, 2100-01-01: as source.ts_ms
+
+
+_COLUMN = re.compile(r"\b(before|after)\.\S+")
 
 
 def _reason_label(reason: str) -> str:
-    return reason.split(":")[0][:40]
+    """A bounded metric label: the reason's kind, column names left out."""
+    return _COLUMN.sub(r"\1.<column>", reason.split(":")[0])[:40]
 
 
 def build_app(settings: AggregatorSettings, clock: Clock | None = None,
@@ -98,16 +108,20 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
     heartbeat = app.topic(heartbeat_name, key_type=bytes, value_type=bytes)
     netchange = app.topic(settings.netchange_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.cdc_dlq_topic, key_type=bytes, value_type=bytes)
-    trainees = app.Table("trainees", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions,
+    # named "trainee_state", not "trainees": the two-stage aggregator's table of that name held other
+    # values, and an upgrade that kept its app id would read them (ADR 0005)
+    trainees = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions,
                          options=_rocksdb_options())
 
     progress: dict[str, int] = {}  # the connector's progress: newest source time and heartbeat seen
     watch = Watch(settings.stall_seconds, stages=("aggregate",), moved={"aggregate": time.monotonic()})
-    health = {"crashed": 0.0, "written": 0.0}  # when the agent last crashed, and last wrote the table
+    # when the agent last crashed, last wrote the table, and whether closing days last failed
+    health = {"crashed": 0.0, "written": 0.0, "close_failed": 0.0}
     warned: set[str] = set()  # configuration faults already logged as errors (once each)
     cache: dict[bytes, TraineeState] = {}  # decoded states of this worker's partitions (bounded)
     marks: dict[int, int] = {}  # partition -> its watermark
     index: dict[int, dict[str, set[str]]] = {}  # partition -> day label -> trainees with that day open
+    rewritten: set[bytes] = set()  # trainees whose state was written again after a replay (since the rebalance)
 
     def load(key: bytes) -> TraineeState:
         state = cache.get(key)
@@ -118,9 +132,9 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
             cache[key] = state
         return state
 
-    def store(key: bytes, state: TraineeState, partition: int) -> None:
+    def store(key: bytes, state: TraineeState, partition: int, raw: bytes | None = None) -> None:
+        trainees[key] = raw if raw is not None else state.dumps(partition)
         cache[key] = state
-        trainees[key] = state.dumps(partition)
         health["written"] = time.monotonic()
         WRITES.inc()
         if partition in index:
@@ -140,27 +154,38 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
         headers = [("reason", reason.encode()), ("source.topic", message.topic.encode()),
                    ("source.partition", str(message.partition).encode()),
                    ("source.offset", str(message.offset).encode())]
-        await dlq.send(key=message.key if key is None else key, value=message.value if value is None else value,
-                       headers=headers, force=True)
+        key = message.key if key is None else key
+        value = message.value if value is None else value
+        if len(value or b"") + len(key or b"") > MAX_MESSAGE:  # too big to send again: its coordinates only
+            headers.append(("value.bytes", str(len(value)).encode()))
+            key, value = key[:1000] if key else key, None
+        await dlq.send(key=key, value=value, headers=headers, force=True)
         log.warning("cdc.dead_letter", topic=message.topic, partition=message.partition,
                     offset=message.offset, reason=reason)
 
-    def apply_one(msg: Any) -> tuple[bytes, TraineeState] | None:
-        """Parse, check and apply one CDC message: the trainee's new state, None when it changes
-        nothing. Raises :class:`MalformedEnvelope` (or anything else) for an event that cannot be used."""
+    def parse_one(msg: Any) -> tuple[Change, str] | None:
+        """Parse and check one CDC message: the change and its trainee, or None when it concerns no
+        trainee. Raises :class:`MalformedEnvelope` for an event that cannot be used."""
         change = parse_envelope(msg.value)
         if change is None:
             return None  # a tombstone (the connector's tombstones.on.delete should be off)
         if change.table not in ENTITIES or not msg.topic.endswith("." + change.table):
             raise MalformedEnvelope(f"unknown table for this topic: {change.table[:40]}")
-        progress["events"] = max(progress.get("events", 0), change.ts_ms)
+        if change.ts_ms <= clock.now_ms() + 86_400_000:  # a commit time in the future holds nothing back
+            progress["events"] = max(progress.get("events", 0), change.ts_ms)
         EVENTS.labels(change.table).inc()
         if change.op in ("t", "m"):
             log.info("cdc.truncate_ignored", table=change.table, op=change.op)
             return None
         who = tf.trainee_of_key(msg.key, change)
-        key = who.encode()
-        state = load(key)
+        if who is None:
+            WITHOUT_OWNER.inc()  # a row with trainee_id null: nobody to tell
+            return None
+        return change, who
+
+    def apply_one(msg: Any, change: Change, who: str, state: TraineeState) -> tuple[TraineeState, bytes | None]:
+        """Apply a parsed change to the trainee's state: the new state and its stored form (None when
+        unchanged). Raises for an event that cannot be applied; ``state`` is never modified."""
         new, outcome = fold.apply(state, who, change, mark_of(msg.partition))
         if outcome == tf.REPLAY:
             REPLAYS.inc()
@@ -172,7 +197,12 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
                 LATE.inc()
                 log.warning("netchange.late_event", trainee_id=who, entity=change.table,
                             entity_id=change.entity_id, folded_into=max(new.days))
-        return (key, new) if new is not state else None
+        if new is state:
+            return state, None
+        raw = new.dumps(msg.partition)
+        if len(raw) > MAX_MESSAGE:
+            raise MalformedEnvelope(f"the trainee's state would exceed {MAX_MESSAGE} bytes with this event")
+        return new, raw
 
     async def close_days(tick: Any, wm: int) -> None:
         partition = tick.partition
@@ -186,28 +216,47 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
         if partition not in index:
             build_index()
         open_days = index.setdefault(partition, {})
+        generation = app.consumer_generation_id
+        flushed = False
         for label in sorted(open_days):
             day = fold.calendar.by_label(label)
             if day.end_ms + fold.grace_ms > wm:
                 continue
+            if not flushed:
+                # the state writes of the events before this tick go first: a record never overtakes them
+                await app.producer.flush()
+                flushed = True
             pending, closed, emitted = [], [], 0
             for who in sorted(open_days[label]):
                 key = who.encode()
-                record, state = fold.close(load(key), who, day)
+                reason = None
+                try:
+                    record, state = fold.close(load(key), who, day)
+                    value = serde.encode(serde.NETCHANGE, record) if record is not None else b""
+                    if len(value) > MAX_MESSAGE:
+                        reason = f"record larger than {MAX_MESSAGE} bytes"
+                except Exception as exc:  # noqa: BLE001 - one record that cannot be made must not stop the rest
+                    reason = f"record cannot be encoded: {type(exc).__name__}"
+                    record, state = None, None
+                if reason is not None:
+                    rid = f"{who}:{label}"
+                    await dead_letter(tick, reason, key=rid.encode(), value=orjson.dumps(
+                        {"id": rid, "trainee_id": who, "day": label, "reason": reason}))
+                    if state is None:  # the day itself could not be closed: drop it from the state
+                        state = load(key)
+                        state = TraineeState(state.known, {k: v for k, v in state.days.items() if k != label},
+                                             state.history)
+                    closed.append((key, state))
+                    continue
                 closed.append((key, state))
                 if record is None:
-                    continue
-                try:
-                    value = serde.encode(serde.NETCHANGE, record)
-                except Exception as exc:  # noqa: BLE001 - one record that cannot be encoded must not stop the rest
-                    reason = f"record cannot be encoded: {type(exc).__name__}"
-                    await dead_letter(tick, reason, key=record["id"].encode(), value=orjson.dumps(
-                        {"id": record["id"], "trainee_id": who, "day": label, "reason": reason}))
                     continue
                 pending.append(await netchange.send(key=record["id"].encode(), value=value, force=True))
                 emitted += 1
                 RECORDS.labels(str(record["suppressed"] is not None).lower()).inc()
             await asyncio.gather(*pending)  # acknowledged by the broker before the state goes
+            if app.consumer_generation_id != generation or app.rebalancing:
+                return  # the partition may have moved meanwhile: its new owner closes the day again
             for key, state in closed:
                 store(key, state, partition)
                 DAYS_CLOSED.inc()
@@ -222,11 +271,50 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
         for key, raw in trainees.data.items():
             if key.startswith(b"~"):
                 continue
-            p, labels = TraineeState.partition_of(raw)
+            try:
+                p, labels = TraineeState.partition_of(raw)
+            except Exception:  # noqa: BLE001 - one value we cannot read must not stop every close
+                log.error("netchange.state_unreadable", partition=None, key_bytes=len(key))
+                continue
             if p in found:
                 for label in labels:
                     found[p].setdefault(label, set()).add(key.decode())
         index.update(found)
+
+    async def handle(msg: Any) -> None:
+        """One CDC message. A failure of the event (parse, checks, key, apply) sends it to the dead
+        letter and changes nothing; a failure of the store or of Kafka raises (the agent restarts)."""
+        try:
+            parsed = parse_one(msg)
+        except Exception as exc:  # noqa: BLE001 - any failure of one event: dead letter, go on
+            await refuse(msg, exc)
+            return
+        if parsed is None:
+            return
+        change, who = parsed
+        key = who.encode()
+        state = load(key)  # outside the try: the store failing is not the event's fault
+        try:
+            new, raw = apply_one(msg, change, who, state)
+        except Exception as exc:  # noqa: BLE001
+            await refuse(msg, exc)
+            return
+        if raw is not None:
+            store(key, new, msg.partition, raw)
+        elif key not in rewritten:
+            # a replay after a restart: the store may hold a state whose changelog message a kill -9 lost
+            # (the store is written at once, the changelog a moment later); write it again once, so a
+            # standby or the next owner recovers what this worker holds
+            rewritten.add(key)
+            if trainees.data.get(key) is not None:
+                store(key, state, msg.partition)
+
+    async def refuse(msg: Any, exc: Exception) -> None:
+        reason = exc.reason if isinstance(exc, MalformedEnvelope) else f"cannot apply: {type(exc).__name__}"
+        if tf.KEY_SETTING in reason and "key" not in warned:
+            warned.add("key")
+            log.error("cdc.key_not_trainee", topic=msg.topic, reason=reason)
+        await dead_letter(msg, reason)
 
     @app.agent(inputs, concurrency=1)
     async def aggregate(stream: Any) -> None:
@@ -238,27 +326,24 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
                 if msg.topic == ticks_name:
                     try:
                         wm = int(orjson.loads(msg.value)["tick"])
+                        if not EARLIEST_MS <= wm < LATEST_MS:
+                            raise ValueError("out of range")
                     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                         log.warning("netchange.bad_tick", partition=msg.partition, offset=msg.offset)
                         continue
-                    await close_days(msg, wm)
-                else:
                     try:
-                        done = apply_one(msg)
-                    except Exception as exc:  # noqa: BLE001 - any failure of one event: dead letter, go on
-                        reason = exc.reason if isinstance(exc, MalformedEnvelope) else f"cannot apply: {type(exc).__name__}"
-                        if tf.KEY_SETTING in reason and "key" not in warned:
-                            warned.add("key")
-                            log.error("cdc.key_not_trainee", topic=msg.topic, reason=reason)
-                        await dead_letter(msg, reason)
-                        done = None
-                    if done is not None:
-                        store(*done, msg.partition)
+                        await close_days(msg, wm)
+                    except Exception:
+                        health["close_failed"] = time.monotonic()
+                        raise
+                    health["close_failed"] = 0.0
+                else:
+                    await handle(msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             health["crashed"] = time.monotonic()
-            log.error("aggregator.agent_crashed", error=type(exc).__name__, detail=str(exc)[:200])
+            log.error("aggregator.agent_crashed", error=type(exc).__name__)  # no message: it may hold data
             raise
 
     @app.on_partitions_revoked.connect
@@ -266,6 +351,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
         cache.clear()
         marks.clear()
         index.clear()
+        rewritten.clear()
 
     @app.agent(heartbeat, concurrency=1)
     async def heartbeats(stream: Any) -> None:
@@ -332,7 +418,8 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        crashing = health["crashed"] > health["written"]  # crashed, and no table write has worked since
+        # crashed with no table write working since, or closing days fails
+        crashing = health["crashed"] > health["written"] or bool(health["close_failed"])
         ready = not busy() and bool(app.consumer.assignment()) and not crashing and table_usable()
         body = {"ready": ready}
         if not ready:
@@ -345,5 +432,6 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
 
 def _rocksdb_options() -> dict[str, Any]:
     """Smaller memtables and block cache than faust's defaults (64 MB x 3 memtables and a 2 GB cache
-    per table partition): with those, peak RSS grew past 4 GB on a rotation day."""
-    return {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 32 << 20}
+    per table partition): with those, peak RSS grew past 4 GB on a rotation day. One RocksDB per
+    partition: 12 partitions x (2 x 4 MB memtables + 8 MB cache) stay under 200 MB."""
+    return {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}

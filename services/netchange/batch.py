@@ -44,7 +44,7 @@ class Aggregation:
             return
         states: dict[str, TraineeState] = {}
         outcomes = []
-        for who, routed in self.router.route(change):  # all owners, or none: an error changes nothing
+        for who, routed in self.router.route(change):  # an error leaves every trainee's state as it was
             state = states.get(who) or self.states.get(who) or TraineeState()
             states[who], outcome = self.fold.apply(state, who, routed)
             outcomes.append(outcome)

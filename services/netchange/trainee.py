@@ -3,8 +3,9 @@
 The shape is quix-streams' initialize / agg / result: :meth:`Fold.apply` takes a trainee's
 :class:`TraineeState` and one change event and returns the next state; :meth:`Fold.close` turns one
 open day of that state into the net-change record (or None) and the state without that day. The
-replay guard (by Debezium position, per entity), the day an event belongs to, the late rule and the
-person history live here and nowhere else. No I/O.
+stream and the batch command call only these two: the replay guard (by Debezium position, per
+record of the trainee), the day an event belongs to, the late rule and the person history are
+applied here, over the primitives of :mod:`services.netchange.core`. No I/O.
 
 Events reach a trainee already split by owner: the connector keys every change by ``trainee_id``
 (``message.key.columns``), so a record moved from A to B arrives as a delete keyed A and a create
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 
 from services.netchange import core
-from services.netchange.cdc import PRIMARY_KEY, Change, MalformedEnvelope, Position, State, owner
+from services.netchange.cdc import PRIMARY_KEY, UNAVAILABLE, Change, MalformedEnvelope, Position, State, owner
 from services.netchange.days import Calendar, Day
 
 # what an apply did (the shell counts them; none is an error)
@@ -125,11 +126,6 @@ class Fold:
             days = {**days, day.label: folded}
         return TraineeState(next_known, days, history), outcome
 
-    def due(self, state: TraineeState, watermark_ms: int) -> list[Day]:
-        """The open days whose end plus grace the watermark has passed, oldest first."""
-        out = [self.calendar.by_label(label) for label in state.days]
-        return sorted((d for d in out if d.end_ms + self.grace_ms <= watermark_ms), key=lambda d: d.start_ms)
-
     def close(self, state: TraineeState, trainee: str, day: Day) -> tuple[dict[str, Any] | None, TraineeState]:
         """The net-change record of ``trainee``'s ``day`` (None: nothing changed), and the state without it."""
         entries = state.days.get(day.label)
@@ -202,7 +198,12 @@ class Router:
             self.last_owner[key] = new
         if change.op == "u" and old is not None and new is not None and old != new:
             gone = Change(change.table, change.entity_id, "d", change.before, None, change.ts_ms, change.position)
-            came = Change(change.table, change.entity_id, "c", None, change.after, change.ts_ms, change.position)
+            after = change.after
+            if after is not None and UNAVAILABLE in after.values() and change.before:
+                # unchanged TOAST values: the un-split event still has them in its before image (the
+                # connector's create half has no before, so the stream cannot do this: ADR 0004)
+                after = {c: change.before.get(c, v) if v == UNAVAILABLE else v for c, v in after.items()}
+            came = Change(change.table, change.entity_id, "c", None, after, change.ts_ms, change.position)
             return [(old, gone), (new, came)]
         who = new if new is not None else old
         if who is None:
@@ -216,12 +217,13 @@ class Router:
 KEY_SETTING = "message.key.columns"
 
 
-def trainee_of_key(key: bytes | None, change: Change) -> str:
+def trainee_of_key(key: bytes | None, change: Change) -> str | None:
     """The trainee a CDC message is keyed by, checked against its row images.
 
-    The connector must key every table by ``trainee_id`` (``message.key.columns``); a key that is not
-    ``{"trainee_id": ...}``, or that names a trainee neither image belongs to, is refused with a
-    reason that names the setting.
+    The connector must key every table by ``trainee_id`` (``message.key.columns``, key converter
+    without schemas, so that one trainee's key bytes are the same on every topic); a key that is not
+    ``{"trainee_id": ...}``, or that names a trainee neither image belongs to, is refused with a reason
+    that names the setting. ``{"trainee_id": null}`` (a row that belongs to no trainee) gives None.
     """
     if not key:
         raise MalformedEnvelope(f"message has no key: the connector must set {KEY_SETTING} to trainee_id")
@@ -230,15 +232,18 @@ def trainee_of_key(key: bytes | None, change: Change) -> str:
     except orjson.JSONDecodeError:
         raise MalformedEnvelope(f"message key is not JSON: the connector must set {KEY_SETTING} "
                                 "to trainee_id") from None
-    if isinstance(parsed, dict) and "payload" in parsed and isinstance(parsed["payload"], dict):
-        parsed = parsed["payload"]  # key converter with schemas enabled
+    if isinstance(parsed, dict) and "payload" in parsed and "schema" in parsed:
+        raise MalformedEnvelope("message key carries a schema: the connector must set "
+                                "key.converter.schemas.enable=false (the key bytes must be the same on every topic)")
     if not isinstance(parsed, dict) or set(parsed) != {"trainee_id"}:
         raise MalformedEnvelope(f"message key is not a trainee id: the connector must set {KEY_SETTING} "
                                 f"to {change.table}:trainee_id")
     who = parsed["trainee_id"]
+    if who is None and not any(owner(change.table, img) for img in (change.before, change.after)):
+        return None
     if isinstance(who, int) and not isinstance(who, bool):
         who = str(who)
-    if not isinstance(who, str) or not who or len(who) > 200:
+    if not isinstance(who, str) or not who or len(who) > 200 or who.startswith("~"):
         raise MalformedEnvelope(f"message key's trainee_id is not a trainee id ({KEY_SETTING})")
     named = owners(change)
     if named and who not in named:

@@ -257,7 +257,7 @@ def test_readiness_is_false_while_the_table_is_not_usable(run: AggregatorRun) ->
 
     app_id = f"unusable-{run.prefix}"
     admin = AdminClient({"bootstrap.servers": run.stack.bootstrap})
-    name = f"{app_id}-trainees-changelog"
+    name = f"{app_id}-trainee_state-changelog"
     admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[name].result(30)
     day = dt.date(2026, 11, 24)
     tid = f"{run.prefix}u"

@@ -268,7 +268,7 @@ def test_topics_describe_with_lag(ops: Ops, told: dict[str, str]) -> None:
     assert net["retention_ms"] == 30 * 86400 * 1000 and net["issues"] == []
     assert ops.env["TN_GROUP_ID"] in net["lag"]
     assert "trainee-notify-aggregator" in rows["tis.tss.placement"]["lag"]
-    assert rows["trainee-notify-aggregator-trainees-changelog"]["cleanup_policy"] == "compact"
+    assert rows["trainee-notify-aggregator-trainee_state-changelog"]["cleanup_policy"] == "compact"
     table = ops.run("topics", "describe")
     assert table.returncode == 0 and "group lag" in table.stdout
     listing = ops.json("topics", "list")
