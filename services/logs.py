@@ -18,6 +18,18 @@ def from_env() -> tuple[str, bool]:
     return level, os.environ.get("TN_LOG_FORMAT", "json" if not sys.stderr.isatty() else "console") == "json"
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a command
+    run in-process (typer's test runner swaps the streams and closes its own) must not leave the
+    logs writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str | None = None, *, json: bool | None = None) -> tuple[str, bool]:
     """Configure structlog and the stdlib loggers; returns the (level, json) it chose."""
     env_level, env_json = from_env()
@@ -33,7 +45,7 @@ def configure(level: str | None = None, *, json: bool | None = None) -> tuple[st
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=True,
     )
     logging.config.dictConfig(stdlib_config(level, json=json))
