@@ -118,23 +118,27 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
     # when the agent last crashed, last wrote the table, and whether closing days last failed
     health = {"crashed": 0.0, "written": 0.0, "close_failed": 0.0}
     warned: set[str] = set()  # configuration faults already logged as errors (once each)
-    cache: dict[bytes, TraineeState] = {}  # decoded states of this worker's partitions (bounded)
+    # decoded states of this worker's partitions (bounded), with the consumer generation they were read
+    # in: a state read before a rebalance is never used after it (recovery may have changed the store)
+    cache: dict[bytes, tuple[int, TraineeState]] = {}
     marks: dict[int, int] = {}  # partition -> its watermark
     index: dict[int, dict[str, set[str]]] = {}  # partition -> day label -> trainees with that day open
     rewritten: set[bytes] = set()  # trainees whose state was written again after a replay (since the rebalance)
 
     def load(key: bytes) -> TraineeState:
-        state = cache.get(key)
-        if state is None:
-            state = TraineeState.loads(trainees.data.get(key))  # one store lookup (``get`` asks twice)
-            if len(cache) >= settings.state_cache:
-                cache.clear()
-            cache[key] = state
+        generation = app.consumer_generation_id
+        hit = cache.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        state = TraineeState.loads(trainees.data.get(key))  # one store lookup (``get`` asks twice)
+        if len(cache) >= settings.state_cache:
+            cache.clear()
+        cache[key] = (generation, state)
         return state
 
     def store(key: bytes, state: TraineeState, partition: int, raw: bytes | None = None) -> None:
         trainees[key] = raw if raw is not None else state.dumps(partition)
-        cache[key] = state
+        cache[key] = (app.consumer_generation_id, state)
         health["written"] = time.monotonic()
         WRITES.inc()
         if partition in index:
@@ -226,6 +230,8 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
                 # the state writes of the events before this tick go first: a record never overtakes them
                 await app.producer.flush()
                 flushed = True
+                if app.consumer_generation_id != generation or app.rebalancing:
+                    return  # the partition may have moved meanwhile: its new owner closes the day
             pending, closed, emitted = [], [], 0
             for who in sorted(open_days[label]):
                 key = who.encode()
