@@ -34,10 +34,6 @@ class Aggregation:
     def baselines(self) -> int:
         return self.outcomes[trainee.BASELINE]
 
-    @property
-    def truncates(self) -> int:
-        return self.outcomes["truncate"]
-
     def apply(self, change: Change) -> None:
         if change.op in ("t", "m") or change.entity_id is None:
             self.outcomes["truncate" if change.op == "t" else trainee.IGNORED] += 1

@@ -53,31 +53,6 @@ class Resolved:
     after: State | None  # None: absent
     baseline: bool = False  # sets the baseline only; never notifies
 
-    def owners(self) -> list[str]:
-        """Trainees whose day this change touches (old and new owner for a move)."""
-        found: list[str] = []
-        for state in (self.before, self.after):
-            if state is None:
-                continue
-            who = state.get("trainee_id")
-            if type(who) is not str:
-                who = owner(self.table, state)
-            elif who == UNAVAILABLE:
-                who = None
-            if who is not None and who not in found:
-                found.append(who)
-        return found
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"t": self.table, "i": self.entity_id, "ts": self.ts_ms,
-                "p": list(self.position) if self.position else None,
-                "b": self.before, "a": self.after, "base": self.baseline}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Resolved:
-        p = d["p"]
-        return cls(d["t"], d["i"], d["ts"], tuple(p) if p else None, d["b"], d["a"], d["base"])
-
 
 @dataclass(slots=True)
 class Known:
