@@ -55,6 +55,8 @@ WRITES = Counter("netchange_state_writes_total", "trainee states written to the 
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
 STALLED = Gauge("netchange_stalled", "1 when no event was processed for TN_STALL_SECONDS while there is lag")
 WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
+WM_APPLIED = Gauge("netchange_watermark_applied_seconds", "the watermark each input partition's days are closed to",
+                   ["partition"])
 WITHOUT_OWNER = Counter("netchange_events_without_trainee_total", "row changes that belong to no trainee "
                         "(trainee_id null): nobody to notify")
 TICK = b"__tick__"
@@ -268,6 +270,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
                 DAYS_CLOSED.inc()
             del open_days[label]
             log.info("netchange.day_closed", partition=partition, day=label, trainees=len(closed), records=emitted)
+        WM_APPLIED.labels(str(partition)).set(wm / 1000)
 
     def build_index() -> None:
         """Which trainees have which days open, for every partition this worker holds: one scan of the
@@ -356,6 +359,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
     async def _forget(sender: Any, revoked: Any, **kwargs: Any) -> None:
         cache.clear()
         marks.clear()
+        WM_APPLIED.clear()
         index.clear()
         rewritten.clear()
 

@@ -122,8 +122,10 @@ def test_the_clock_closes_days_the_maximum_hold_forces_them_and_late_events_are_
         wait_metric(agg, "netchange_events_folded_total", 2)
         end2 = end + 24 * 3_600_000
         run.set_clock(end2 + GRACE_MS + 5_000, heartbeat=False)
-        assert len(run.records(1, timeout=8, idle=0)) == 1  # still only the first day
-        assert metric(agg, "netchange_watermark_forced") == 1.0  # the alert is up
+        wait_metric(agg, "netchange_watermark_forced", 1, timeout=60)  # the alert is up
+        held = (end2 + GRACE_MS + 5_000 - 600_000) / 1000  # the wall clock less the maximum hold
+        wait_metric(agg, "netchange_watermark_applied_seconds", held, timeout=60, least=True)
+        assert len(run.records(1, timeout=8, idle=2)) == 1  # every partition closed to it: still only the first day
         # ... until the maximum hold runs out: the day closes anyway
         run.set_clock(end2 + GRACE_MS + 600_000 + 5_000, heartbeat=False)
         second = next(r for r in run.netchange(2, timeout=60) if r["id"] != first["id"])

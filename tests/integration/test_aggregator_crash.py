@@ -29,7 +29,7 @@ def test_kill_9_at_random_points_loses_nothing_and_duplicates_are_identical(run:
         agg.kill()
         kills += 1
     agg = run.service().start()
-    wait_caught_up(run)
+    wait_caught_up(run, services=(agg,))
     # while closing: killed mid-close, between producing records and deleting state
     run.set_clock(london_ms(DAYS[-1] + dt.timedelta(days=1), 0) + GRACE_MS + 5_000)
     for _ in range(3):
@@ -57,7 +57,7 @@ def test_two_workers_share_the_partitions_and_the_survivor_takes_over(run: Aggre
         time.sleep(10)
         second.stop()  # stopped mid-day: its partitions move to the survivor
         run.produce(envs[half:])
-        wait_caught_up(run)
+        wait_caught_up(run, services=(first, second))
         run.set_clock(london_ms(DAYS[1] + dt.timedelta(days=1), 0) + GRACE_MS + 5_000)
         emitted = run.netchange(len(expected), timeout=180, idle=8)
     finally:
@@ -83,7 +83,7 @@ def test_three_workers_one_killed_and_one_added_mid_day_emit_the_batch_content(r
         run.produce(envs[third:2 * third])
         workers.append(run.service("worker-d").start())
         run.produce(envs[2 * third:])
-        wait_caught_up(run)
+        wait_caught_up(run, services=tuple(workers))
         run.set_clock(london_ms(DAYS[1] + dt.timedelta(days=1), 0) + GRACE_MS + 5_000)
         emitted = run.netchange(len(expected), timeout=180, idle=8)
     finally:

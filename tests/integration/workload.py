@@ -173,25 +173,26 @@ class AggregatorRun:
         return [serde.decode(serde.NETCHANGE, v) for _, v, _ in self.records(expected, timeout, idle)]
 
 
-def metric(service: Service, name: str) -> float:
-    """Sum of a Prometheus metric's samples on a running aggregator (0 when not reachable yet)."""
+def metric(service: Service, name: str, least: bool = False) -> float:
+    """Sum (or with ``least``, the smallest) of a Prometheus metric's samples on a running service (0
+    when not reachable yet or when it has no samples)."""
     port = service.env["TN_WEB_PORT"]
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
         return 0.0
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith((name + " ", name + "{"))]
+    if not values:
+        return 0.0
+    return min(values) if least else sum(values)
 
 
-def wait_metric(service: Service, name: str, at_least: float, timeout: float = 120) -> float:
+def wait_metric(service: Service, name: str, at_least: float, timeout: float = 120, least: bool = False) -> float:
     deadline = time.monotonic() + timeout
     value = 0.0
     while time.monotonic() < deadline:
-        value = metric(service, name)
+        value = metric(service, name, least)
         if value >= at_least:
             return value
         assert service.alive, f"{service.name} died:\n{service.log()[-3000:]}"
@@ -210,31 +211,39 @@ def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[tup
     return {(tp.topic, tp.partition): tp.offset for tp in fut.result(10).topic_partitions}
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
-    """Records of ``topics`` not yet committed by consumer group ``group``."""
+def partition_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """"topic:partition" -> records not yet committed by consumer group ``group`` (only those behind)."""
     from confluent_kafka import TopicPartition
 
     committed = committed_offsets(bootstrap, group, topics)
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
     try:
-        lag = 0
+        lag = {}
         for (topic, partition), done in committed.items():
             _, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            lag += high - max(done, 0)
+            if high > max(done, 0):
+                lag[f"{topic}:{partition}"] = high - max(done, 0)
         return lag
     finally:
         probe.close()
 
 
-def wait_caught_up(run: AggregatorRun, timeout: float = 180) -> None:
+def group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Records of ``topics`` not yet committed by consumer group ``group``."""
+    return sum(partition_lag(bootstrap, group, topics).values())
+
+
+def wait_caught_up(run: AggregatorRun, timeout: float = 180, services: tuple[Service, ...] = ()) -> None:
     """Until the aggregator's group has committed every CDC record (one stage: a committed CDC record
-    has been applied and its trainee's state written)."""
+    has been applied and its trainee's state written). On failure: the partitions behind and the end
+    of each named service's log."""
     cdc = list(run.settings.cdc_topics())
     deadline = time.monotonic() + timeout
-    lag = -1
+    lag: dict[str, int] = {}
     while time.monotonic() < deadline:
-        lag = group_lag(run.stack.bootstrap, run.app_id, cdc)
-        if lag == 0:
+        lag = partition_lag(run.stack.bootstrap, run.app_id, cdc)
+        if not lag:
             return
         time.sleep(1)
-    raise AssertionError(f"aggregator still {lag} CDC records behind after {timeout:.0f} s")
+    logs = "".join(f"\n--- {s.name} ({'alive' if s.alive else 'stopped'}) ---\n{s.log()[-4000:]}" for s in services)
+    raise AssertionError(f"aggregator still {sum(lag.values())} CDC records behind after {timeout:.0f} s: {lag}{logs}")
