@@ -63,7 +63,7 @@ def run() -> None:
 
     from services import logs
     from services.formr.consumer import ReadModelConsumer, topics_of
-    from services.formr.web import build_web, pool_loader
+    from services.formr.web import OfficeCache, build_web
     from services.settings import FormrSettings
 
     logs.configure()
@@ -99,7 +99,7 @@ def run() -> None:
                                                    kwargs={"autocommit": True}, open=True)
         now = now_from(settings)
         rules = rules_from(settings)
-        runner = web.AppRunner(build_web(pool_loader(pool), trust_from(settings), rules, now), access_log=None)
+        runner = web.AppRunner(build_web(OfficeCache(pool), trust_from(settings), rules, now), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.formr_web_host, settings.formr_web_port)
         await site.start()

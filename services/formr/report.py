@@ -36,6 +36,7 @@ SORTS: dict[str, Any] = {
 CSV_COLUMNS = ("At risk", "Trainee ID", "Name", "Local office", "Programme", "Programme number", "ARCP date",
                "Days to ARCP", "Part A", "Part A last submitted", "Part B", "Part B last submitted")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PAGE_SIZE = 200  # rows per page: the at-risk ones come first, so page 1 is the one to act on
 
 
 def long_date(day: dt.date | dt.datetime | None) -> str:
@@ -140,11 +141,13 @@ class Page:
     sort: str = "review"
     descending: bool = False
     today: dt.date = dt.date(1970, 1, 1)
+    number: int = 1  # the page of rows shown (the totals, the chart and the downloads cover them all)
+    size: int = PAGE_SIZE
 
 
-def _link(page: Page, **changes: Any) -> str:
-    q = {"local_office": page.office, "programme": page.programme, "sort": page.sort,
-         "dir": "desc" if page.descending else "asc"}
+def _link(view: Page, **changes: Any) -> str:
+    q = {"local_office": view.office, "programme": view.programme, "sort": view.sort,
+         "dir": "desc" if view.descending else "asc"}
     q.update(changes)
     return "?" + urlencode({k: v for k, v in q.items() if v})
 
@@ -162,6 +165,13 @@ def to_html(rows: Sequence[Row], page: Page) -> str:
                            "aria": ("descending" if page.descending else "ascending") if active else None})
     query: Mapping[str, str | None] = {"local_office": page.office, "programme": page.programme}
     downloads = {fmt: f"report.{fmt}?" + urlencode({k: v for k, v in query.items() if v}) for fmt in ("csv", "json")}
+    pages = max(1, -(-len(ordered) // page.size))
+    number = min(max(1, page.number), pages)
+    first = (number - 1) * page.size
+    shown = ordered[first:first + page.size]
+    paging = {"number": number, "pages": pages, "first": first + 1 if shown else 0, "last": first + len(shown),
+              "previous": _link(page, page=number - 1) if number > 1 else None,
+              "next": _link(page, page=number + 1) if number < pages else None}
     return _ENV.get_template("report.html.j2").render(
-        rows=ordered, page=page, totals=t, chart=chart(t.by_programme), headers=sort_links,
+        rows=shown, page=page, totals=t, chart=chart(t.by_programme), headers=sort_links, paging=paging,
         words=STATUS_WORDS, long_date=long_date, days_words=days_words, downloads=downloads)

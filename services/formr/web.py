@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,8 +20,8 @@ from psycopg_pool import ConnectionPool
 from services import logs
 from services.formr import report
 from services.formr.auth import Identity, Trust, allowed_offices, identify
-from services.formr.rules import Row, Rules, local_date
-from services.formr.store import load_rows
+from services.formr.rules import Row, Rules, local_date, sort_key
+from services.formr.store import changed_since, load_rows, office_versions, rows_in
 
 log = logs.get("formr.web")
 IDENTITY = web.RequestKey("identity", Identity)
@@ -73,10 +74,12 @@ def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.dat
         if programme:
             rows = [r for r in rows if r.programme_name == programme]
         sort = request.query.get("sort", "review")
+        number = request.query.get("page", "1")
         page = report.Page(user=who.user, offices=who.offices, office=asked[0] if len(asked) == 1 else None,
                            programmes=programmes, programme=programme,
                            sort=sort if sort in report.SORTS else "review",
-                           descending=request.query.get("dir") == "desc", today=today)
+                           descending=request.query.get("dir") == "desc", today=today,
+                           number=int(number) if number.isascii() and number.isdigit() and len(number) < 7 else 1)
         log.info("formr.web.report", user=who.user, path=request.path, rows=len(rows))
         return who, rows, page
 
@@ -114,8 +117,64 @@ def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.dat
 
 
 def pool_loader(pool: ConnectionPool[Any]) -> Loader:
+    """Straight from the read model at every request (no cache)."""
     def load(offices: tuple[str, ...], today: dt.date, rules: Rules) -> list[Row]:
         with pool.connection() as conn:
             return load_rows(conn, list(offices), today, rules)
 
     return load
+
+
+class OfficeCache:
+    """The rows of each local office, kept until that office's version moves, and then brought up to
+    date by reading again only the trainees changed since (the consumer raises the version and notes
+    the trainees in the transaction of every write that can change the office's report:
+    services.formr.store); everything again when more than ``patch_limit`` changed or the day
+    changed. Every request reads the versions and the changes in one snapshot, so a page is never
+    older than the read model was when the request came; replicas of the service share nothing but
+    the database."""
+
+    def __init__(self, pool: ConnectionPool[Any], limit: int = 64, patch_limit: int = 500) -> None:
+        self.pool = pool
+        self.limit = limit
+        self.patch_limit = patch_limit
+        self.kept: dict[tuple[str, dt.date, Rules], tuple[int, dict[str, list[Row]]]] = {}
+        self.lock = threading.Lock()
+        self.hits = self.patches = self.misses = 0
+
+    def _rows(self, conn: Any, office: str, version: int, today: dt.date, rules: Rules) -> list[Row]:
+        key = (office, today, rules)
+        with self.lock:
+            kept = self.kept.get(key)
+        if kept is not None and kept[0] == version:
+            self.hits += 1
+            by_trainee = kept[1]
+        else:
+            changed = changed_since(conn, office, kept[0], self.patch_limit) if kept is not None else None
+            if changed is None:
+                self.misses += 1
+                by_trainee = {}
+                for row in rows_in(conn, [office], today, rules):
+                    by_trainee.setdefault(row.trainee_id, []).append(row)
+            else:
+                self.patches += 1
+                by_trainee = {t: rs for t, rs in kept[1].items() if t not in set(changed)}  # type: ignore[index]
+                for row in rows_in(conn, [office], today, rules, trainees=changed):
+                    by_trainee.setdefault(row.trainee_id, []).append(row)
+            with self.lock:
+                self.kept[key] = (version, by_trainee)
+                stale = [k for k in self.kept if k[1] != today]  # yesterday's rows
+                stale += list(self.kept)[:max(0, len(self.kept) - self.limit)]  # the oldest, past the limit
+                for old in stale:
+                    self.kept.pop(old, None)
+        return [r for rs in by_trainee.values() for r in rs]
+
+    def __call__(self, offices: tuple[str, ...], today: dt.date, rules: Rules) -> list[Row]:
+        out: list[Row] = []
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            versions = office_versions(conn, offices)
+            for office in offices:
+                out.extend(self._rows(conn, office, versions[office], today, rules))
+        out.sort(key=sort_key)
+        return out

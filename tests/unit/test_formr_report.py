@@ -127,6 +127,26 @@ def test_html_escapes_and_puts_at_risk_first() -> None:
     assert "<svg role=\"img\"" in html and "Cardiology" in html
 
 
+def test_pages_of_rows_keep_totals_and_filters() -> None:
+    many = [Arcp(f"a{i}", f"t{i}", f"pm{i}", TODAY + dt.timedelta(days=i % 110)) for i in range(450)]
+    progs = {f"pm{i}": Programme(f"pm{i}", f"t{i}", "Cardiology", "EOE1", EAST) for i in range(450)}
+    rows = build_rows(many, [], progs, {}, TODAY)
+    base = dict(user="pm", offices=(EAST,), office=EAST, programmes=["Cardiology"], programme="Cardiology",
+                today=TODAY)
+    first = report.to_html(rows, report.Page(**base))
+    assert first.count("data-trainee=") == 200 and "<strong>450</strong> reviews" in first
+    assert "rows 1 to 200, page 1 of 3" in first and "Previous page" not in first
+    assert 'rel="next"' in first and "page=2" in first and "programme=Cardiology" in first
+    last = report.to_html(rows, report.Page(**base, number=3))
+    assert last.count("data-trainee=") == 50 and "rows 401 to 450, page 3 of 3" in last
+    assert 'rel="prev"' in last and 'rel="next"' not in last
+    # the at-risk rows (reviews within 6 weeks, nothing submitted) are all on the first page
+    at_risk = sum(r.at_risk for r in rows)
+    assert 0 < at_risk <= 200 and first.count('<span class="flag">At risk</span>') == at_risk
+    beyond = report.to_html(rows, report.Page(**base, number=99))  # past the end: the last page
+    assert "page 3 of 3" in beyond
+
+
 def test_sorting_keeps_at_risk_first() -> None:
     rows = report.order(sample_rows(), "name")
     assert [r.at_risk for r in rows] == sorted((r.at_risk for r in rows), reverse=True)
