@@ -9,6 +9,7 @@ Output names trainees by id only.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -129,7 +130,38 @@ def _start_services(scratch: Path, info: Any, md: maildev.MailDev) -> dict[str, 
                 time.sleep(1.0)
     for name, svc in started.items():
         console.print(f"[green]{name}[/] running, pid {svc.pid}, log {svc.log_file}")
+    if "formr" in started:
+        from services.demo import refdata as ref
+
+        groups = ",".join(o.name for o in ref.LOCAL_OFFICES)
+        proxy = runner.start_proxy(scratch, started["formr"].url, groups)
+        deadline = time.monotonic() + 30
+        while not runner.http_ok(proxy.url + "/healthz"):
+            if time.monotonic() > deadline:
+                raise StackError(f"the report's demo sign-in proxy did not start (see {proxy.log_file})")
+            time.sleep(0.5)
+        started[runner.PROXY] = proxy
+        _first_reminder_pass(started["formr"])
     return started
+
+
+def _first_reminder_pass(formr: runner.ServiceProc, timeout: float = 180) -> None:
+    """Wait for the Form R service's first reminder pass: it sends what is already due for the seeded
+    population (the catch-up a first deployment makes), before the day starts and the inbox is cleared."""
+    with console.status("Waiting for the Form R service's first reminder pass..."):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in Path(formr.log_file).read_text(errors="replace").splitlines():
+                if '"formr.reminders.pass"' in line:
+                    try:
+                        sent = json.loads(line).get("sent")
+                    except ValueError:
+                        sent = "?"
+                    console.print(f"[green]Form R reminders[/]: the first pass sent {sent} already due "
+                                  "(cleared from the inbox before the day starts)")
+                    return
+            time.sleep(1.0)
+    raise StackError(f"the Form R service made no reminder pass in {timeout:.0f} s (see {formr.log_file})")
 
 
 def _play_day(info: Any, md: maildev.MailDev, seed: int) -> tuple[DayScript, float]:
@@ -166,7 +198,7 @@ def _await_results(info: Any, md: maildev.MailDev, script: DayScript, started: f
     label = runner.day_label(window)
     close_at = window + runner.DAY_SECONDS + runner.GRACE_SECONDS
     expect_records = {t for t, changes in script.expected().items() if changes}
-    expect_mails = sum(script.expected_emails().values())
+    expect_mails = sum(script.expected_emails().values()) + (sum(script.reminders.values()) if "formr" in services else 0)
     seen: Seen | None = None
     got: list[dict[str, Any]] | None = None
     with _progress() as progress:
@@ -196,11 +228,21 @@ def _await_results(info: Any, md: maildev.MailDev, script: DayScript, started: f
 
 # ---------------------------------------------------------------------------------------------- output
 
-def _received_counts(script: DayScript, received: list[dict[str, Any]]) -> dict[str, int]:
-    """Emails received per trainee, matched by recipient address (old and new addresses count)."""
+REMINDER_SUBJECT = "Submit your Form R"
+
+
+def is_reminder(message: dict[str, Any]) -> bool:
+    return str(message.get("subject") or "").startswith(REMINDER_SUBJECT)
+
+
+def _received_counts(script: DayScript, received: list[dict[str, Any]], reminders: bool = False) -> dict[str, int]:
+    """Digests (or, with ``reminders``, Form R reminders) received per trainee, matched by recipient
+    address (old and new addresses count)."""
     by_address = script.trainee_of_address()
     counts: dict[str, int] = {}
     for message in received:
+        if is_reminder(message) != reminders:
+            continue
         for address in maildev.recipients(message):
             tid = by_address.get(address)
             if tid:
@@ -245,14 +287,60 @@ def _summary(script: DayScript, seen: Seen | None, received: list[dict[str, Any]
     return table
 
 
+def reminder_mismatches(script: DayScript, received: list[dict[str, Any]]) -> list[str]:
+    counts = _received_counts(script, received, reminders=True)
+    want = {t: script.reminders.get(t, 0) for t in script.addresses}
+    return [t for t, n in want.items() if counts.get(t, 0) != n]
+
+
+def still_at_risk(script: DayScript, proxy: runner.ServiceProc, timeout: float = 60) -> list[str]:
+    """The trainees the script takes out of "at risk" that the report (read through the demo's
+    sign-in proxy, as a programme manager would) still shows at risk after ``timeout``."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    left = list(script.leaves_at_risk)
+    while left and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(proxy.url + "/report.json", timeout=10) as resp:
+                rows = json.loads(resp.read())["rows"]
+        except (OSError, ValueError, KeyError):
+            rows = []
+        seen = {r["trainee_id"]: r["at_risk"] for r in rows}
+        left = [t for t in script.leaves_at_risk if seen.get(t) is not False]
+        if left:
+            time.sleep(1.0)
+    return left
+
+
+def _formr_table(script: DayScript, received: list[dict[str, Any]], left: list[str]) -> Table:
+    table = Table(title="Form R (ids only)")
+    for col in ("trainee", "step", "expected", "seen", ""):
+        table.add_column(col)
+    counts = _received_counts(script, received, reminders=True)
+    for tid in script.leaves_at_risk:
+        ok = tid not in left
+        table.add_row(tid, "Form R submitted", "at risk -> not at risk in the report",
+                      "not at risk" if ok else "still at risk", "[green]ok[/]" if ok else "[red]differs[/]")
+    for tid, want in script.reminders.items():
+        got = counts.get(tid, 0)
+        table.add_row(tid, "ARCP booked", f"{want} reminder email", f"{got} received",
+                      "[green]ok[/]" if got == want else "[red]differs[/]")
+    return table
+
+
 def _urls(info: Any, md: maildev.MailDev, services: dict[str, runner.ServiceProc]) -> Table:
     table = Table(title="Where to look", show_header=False)
     table.add_row("MailDev inbox", md.web_url)
+    if runner.PROXY in services:
+        table.add_row("Form R report (demo sign-in)", services[runner.PROXY].url + "/")
+        table.add_row("Form R report, direct", f"{services['formr'].url}/ (401: only through the sign-in proxy)")
     table.add_row("Kafka bootstrap", info.bootstrap)
     table.add_row("Kafka Connect REST", f"{info.connect_url}/connectors/{info.connector or 'tss-postgres'}/status")
     table.add_row("PostgreSQL", info.pg_dsn)
     for name, svc in services.items():
-        table.add_row(f"{name} /metrics", f"{svc.url}/metrics")
+        if name in ("aggregator", "mailer"):
+            table.add_row(f"{name} /metrics", f"{svc.url}/metrics")
     return table
 
 
@@ -294,21 +382,37 @@ def run_cmd(scratch: Path | None = ScratchOpt, trainees: int = TraineesOpt, seed
         raise typer.Exit(1) from None
     console.print(_urls(info, md, services))
     console.print(_summary(script, seen, received))
-    _verdict(script, seen, received)
+    formr_bad: list[str] = []
+    if runner.PROXY in services and received is not None:
+        left = still_at_risk(script, services[runner.PROXY])
+        console.print(_formr_table(script, received, left))
+        formr_bad = left + reminder_mismatches(script, received)
+    _verdict(script, seen, received, formr_bad)
 
 
-def _verdict(script: DayScript, seen: Seen | None, received: list[dict[str, Any]] | None) -> None:
+def _verdict(script: DayScript, seen: Seen | None, received: list[dict[str, Any]] | None,
+             formr_bad: list[str] | None = None) -> None:
     missing = [name for name in runner.SERVICES if not runner.available(name)]
     if missing:
         console.print(f"[yellow]Not in this checkout yet: {', '.join(missing)} (its column shows '-').[/]")
     bad = set(net_change_differs(script, seen) if seen is not None else []) | set(
-        mismatches(script, received) if received is not None else [])
+        mismatches(script, received) if received is not None else []) | set(formr_bad or [])
     if seen is None and received is None:
         return
     if bad:
         console.print(f"[red]{len(bad)} trainee(s) differ from what the script expects.[/]")
         raise typer.Exit(1)
     console.print("[green]Everything as expected.[/]")
+
+
+@app.command("proxy", hidden=True)
+def proxy_cmd(upstream: str = typer.Option(..., help="the report service, e.g. http://127.0.0.1:8088"),
+              port: int = typer.Option(..., help="loopback port to listen on"),
+              groups: str = typer.Option(..., help="the demo programme manager's local offices, comma-separated")) -> None:
+    """The demo's stand-in for the sign-in proxy in front of the Form R report (loopback only)."""
+    from services.demo import proxy
+
+    proxy.run(upstream, port, groups)
 
 
 @app.command("stop")

@@ -233,6 +233,8 @@ class _Generator:
                 revision=revision, updated_at=touched,
             ))
         outcome = _weighted(rng, ref.ARCP_OUTCOMES) if review < self.as_of else None
+        if outcome is not None and (self.as_of - review).days <= 30 and rng.random() < 0.4:
+            outcome = None  # a panel held recently whose outcome is not recorded yet (still in the report)
         self.pop.arcp.append(Arcp(
             id=self.arcp_ids.take(), trainee_id=tid, programme_membership_id=pm.id, review_date=review,
             outcome=outcome, updated_at=_at(min(review, self.as_of) - timedelta(days=rng.randrange(1, 60)), rng),

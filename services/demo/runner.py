@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -26,7 +27,10 @@ log = structlog.get_logger(__name__)
 STATE_FILE = "demo.json"
 DAY_SECONDS = 60
 GRACE_SECONDS = 5
-SERVICES: dict[str, str] = {"aggregator": "services.netchange.__main__", "mailer": "services.notifier.__main__"}
+SERVICES: dict[str, str] = {"aggregator": "services.netchange.__main__", "mailer": "services.notifier.__main__",
+                            "formr": "services.formr.__main__"}
+PROXY = "report-proxy"  # the demo's stand-in for oauth2-proxy in front of the Form R report
+REMINDER_EVERY_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,45 @@ def service_env(name: str, *, bootstrap: str, smtp_port: int, port: int, scratch
     if name == "aggregator":
         env.update({"TN_WEB_PORT": str(port), "TN_WEB_HOST": LOOPBACK, "TN_TICK_SECONDS": "1",
                     "TN_DATA_DIR": str(scratch / "data" / "aggregator")})
+    elif name in ("formr", PROXY):
+        env.update({"TN_FORMR_WEB_PORT": str(port), "TN_FORMR_WEB_HOST": LOOPBACK, "TN_FORMR_DSN": pg_dsn,
+                    "TN_FORMR_PROXY_SECRET": proxy_secret(scratch), "TN_FORMR_INSTANCE_ID": "demo-formr",
+                    "TN_FORMR_REMINDER_EVERY_SECONDS": str(REMINDER_EVERY_SECONDS)})
     else:
         env.update({"TN_METRICS_PORT": str(port), "TN_METRICS_HOST": LOOPBACK, "TN_INSTANCE_ID": "demo-mailer"})
         if pg_dsn:
             env["TN_LEDGER_DSN"] = pg_dsn
     return env
+
+
+def proxy_secret(scratch: Path) -> str:
+    """The shared secret between the demo's proxy and the report service (made once per scratch dir)."""
+    path = scratch / "formr-proxy-secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        secret = secrets.token_urlsafe(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secret)
+        return secret
+
+
+def start_proxy(scratch: Path, upstream: str, groups: str) -> ServiceProc:
+    """Start the demo's sign-in stand-in in front of the report (or return the one running)."""
+    scratch = scratch.resolve()
+    state = _load(scratch)
+    current = state.services.get(PROXY)
+    if current is not None and pid_alive(current.pid):
+        return current
+    port = free_port()
+    log_file = scratch / "logs" / f"{PROXY}.log"
+    env = {**os.environ, "TN_FORMR_PROXY_SECRET": proxy_secret(scratch)}
+    proc = spawn([*_command(), "demo", "proxy", "--upstream", upstream, "--port", str(port), "--groups", groups],
+                 log_file=log_file, cwd=scratch, env=env)
+    started = ServiceProc(name=PROXY, pid=proc.pid, port=port, log_file=str(log_file))
+    _save(scratch, DemoState({**state.services, PROXY: started}))
+    return started
 
 
 def _load(scratch: Path) -> DemoState:

@@ -99,7 +99,12 @@ def run() -> None:
                                                    kwargs={"autocommit": True}, open=True)
         now = now_from(settings)
         rules = rules_from(settings)
-        runner = web.AppRunner(build_web(OfficeCache(pool), trust_from(settings), rules, now), access_log=None)
+        def ready() -> str | None:
+            if not thread.is_alive():
+                return "the read model's consumer stopped"
+            return None if consumer.synced.is_set() else "the read model is catching up with the change topics"
+
+        runner = web.AppRunner(build_web(OfficeCache(pool), trust_from(settings), rules, now, ready), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.formr_web_host, settings.formr_web_port)
         await site.start()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from services import logs
 from services.formr.readmodel import TABLES, Write, to_write
@@ -51,6 +51,7 @@ class ReadModelConsumer:
         # has published so far (the reminders wait for it, so a form streamed a moment after its
         # ARCP is never missed by a tick that ran in between)
         self.caught_up = threading.Event()
+        self.synced = threading.Event()  # caught up at least once since start (readiness)
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id,
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                   "partition.assignment.strategy": "cooperative-sticky",
@@ -101,6 +102,26 @@ class ReadModelConsumer:
         log.info("formr.batch", messages=len(msgs), writes=len(writes), changed=changed, dead=poison)
         return changed
 
+    def at_end(self) -> bool:
+        """Whether this consumer has partitions and has read each to its end. An empty poll alone is
+        not enough: before the group assigns partitions, or before the first fetch, polls are empty
+        too (a reminder pass then would see an empty read model)."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        try:
+            positions = self.consumer.position(assigned)
+            committed = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.committed(assigned, timeout=10)}
+            for tp in positions:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
+                if (at if at >= 0 else low) < high:
+                    return False
+        except KafkaException as exc:
+            log.warning("formr.consumer.position_unknown", error=str(exc))
+            return False
+        return True
+
     def run(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             ensure_schema(conn)
@@ -110,7 +131,9 @@ class ReadModelConsumer:
                 while not self.stopping.is_set():
                     msgs = self.consumer.consume(self.batch_size, timeout=0.5)
                     if not msgs:
-                        self.caught_up.set()
+                        if not self.caught_up.is_set() and self.at_end():
+                            self.caught_up.set()
+                            self.synced.set()
                         continue
                     self.caught_up.clear()
                     changed = self.process(conn, msgs)

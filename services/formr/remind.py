@@ -79,6 +79,7 @@ async def tick(settings: FormrSettings, pool: ConnectionPool[Any], ledger: Ledge
         if d.notification_id in done:
             continue
         sent += await _send(settings, ledger, smtp, contacts, d, now)
+    log.info("formr.reminders.pass", day=today.isoformat(), due=len(dues), already_final=len(done), sent=sent)
     return sent
 
 

@@ -39,12 +39,14 @@ _SECURITY_HEADERS = {
 Loader = Callable[[tuple[str, ...], dt.date, Rules], list[Row]]
 
 
-def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.datetime]) -> web.Application:
-    """``load(offices, today, rules)`` reads the rows of those offices (``pool_loader`` in the service)."""
+def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.datetime],
+              ready: Callable[[], str | None] = lambda: None) -> web.Application:
+    """``load(offices, today, rules)`` reads the rows of those offices (``OfficeCache`` in the
+    service); ``ready()`` says why the service is not ready yet, or ``None`` when it is."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path == "/healthz":
+        if request.path in ("/healthz", "/readyz"):
             resp = await handler(request)
         else:
             who = identify(request.remote, request.headers, trust)
@@ -110,9 +112,14 @@ def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.dat
     async def healthz(request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok\n")
 
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        why = ready()
+        return web.json_response({"ready": why is None, **({"why": why} if why else {})},
+                                 status=200 if why is None else 503)
+
     app = web.Application(middlewares=[guard])
     app.add_routes([web.get("/", html), web.get("/report.csv", csv), web.get("/report.json", json),
-                    web.get("/healthz", healthz)])
+                    web.get("/healthz", healthz), web.get("/readyz", readyz)])
     return app
 
 
