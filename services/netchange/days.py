@@ -22,7 +22,10 @@ class Day:
 
 
 class Calendar:
-    """Maps instants to days. Cached by UTC hour: zone offsets change only on hour boundaries."""
+    """Maps instants to days. Cached by UTC hour, only for hours that lie wholly inside one day: where
+    a zone's offset is not a whole number of hours (Asia/Kolkata +05:30, America/St_Johns -03:30,
+    Asia/Kathmandu +05:45) a local midnight falls inside a UTC hour, and that hour is worked out each
+    time."""
 
     def __init__(self, zone: str = "Europe/London", day_seconds: int = 0) -> None:
         self.zone = ZoneInfo(zone)
@@ -39,7 +42,8 @@ class Calendar:
         if day is None:
             local = _dt.datetime.fromtimestamp(ts_ms / 1000, tz=self.zone).date()
             day = self._calendar(local)
-            self._by_hour[hour] = day
+            if day.start_ms <= hour * _HOUR_MS and (hour + 1) * _HOUR_MS <= day.end_ms:
+                self._by_hour[hour] = day
         return day
 
     def by_label(self, label: str) -> Day:

@@ -169,6 +169,34 @@ def test_instants_bucket_by_london_date(ts_ms: int) -> None:
     assert day.start_ms <= ts_ms < day.end_ms
 
 
+ZONES = ["Europe/London", "Asia/Kolkata", "America/St_Johns", "Australia/Adelaide", "Asia/Kathmandu",
+         "Australia/Lord_Howe", "Pacific/Chatham", "America/New_York"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(ZONES),
+       st.integers(int(dt.datetime(2025, 1, 1).timestamp() // 3600), int(dt.datetime(2028, 1, 1).timestamp() // 3600)),
+       st.lists(st.integers(-3 * 3_600_000, 3 * 3_600_000), min_size=1, max_size=40))
+def test_instants_bucket_by_local_date_in_any_zone_with_one_calendar(zone: str, hour: int, offsets: list[int]) -> None:
+    """One calendar (its cache shared) over many instants around an hour, in zones whose offsets and
+    DST steps are not whole hours: every instant lands in the day of its local date."""
+    cal, tz = Calendar(zone), ZoneInfo(zone)
+    for off in offsets + [-off for off in offsets]:
+        ts_ms = hour * 3_600_000 + off
+        day = cal.day_of(ts_ms)
+        assert day.label == dt.datetime.fromtimestamp(ts_ms / 1000, tz).date().isoformat()
+        assert day.start_ms <= ts_ms < day.end_ms
+        assert 23 * HOUR <= day.end_ms - day.start_ms <= 25 * HOUR
+
+
+def test_a_half_hour_zone_splits_an_hour_at_local_midnight() -> None:
+    cal = Calendar("Asia/Kolkata")  # midnight there is 18:30 UTC
+    before = int(dt.datetime(2026, 11, 24, 18, 10, tzinfo=dt.UTC).timestamp() * 1000)
+    after = int(dt.datetime(2026, 11, 24, 18, 50, tzinfo=dt.UTC).timestamp() * 1000)
+    assert cal.day_of(before).label == "2026-11-24" and cal.day_of(after).label == "2026-11-25"
+    assert cal.day_of(before).label == "2026-11-24"  # asked again, after the other half was seen
+
+
 def test_dst_days_are_23_and_25_hours_long() -> None:
     cal = Calendar()
     lengths = {label: (cal.by_label(label).end_ms - cal.by_label(label).start_ms) // HOUR
