@@ -1,10 +1,14 @@
 """The wire form of a composed email: a ``multipart/alternative`` message, plain text then HTML.
 
-:func:`to_mime` builds it with the ``email`` package; :func:`to_bytes` writes the same message
-directly as bytes (CRLF line ends, RFC 2047 encoded headers, quoted-printable UTF-8 parts), which
-is what the mailer sends because the package's header registry and generator cost most of a send.
-Both add a ``Date`` header (injectable for determinism) and check every header value again for
-control characters before it is written.
+:func:`to_bytes` writes what the mailer sends (CRLF line ends, quoted-printable UTF-8 parts, and
+headers through ``email.header.Header``: RFC 2047 encoded and folded to 78 octets, so no line
+comes near RFC 5322's 998). The ``email`` package's own writer (:func:`to_mime`, kept for the
+structure tests) is not used for sending: it writes a display name or subject that merely looks
+like an encoded word (``=?utf-8?q?Evil?=``) as it is, and every reader then decodes it into
+something else; here such text, and any display name that is not plain ASCII, is always encoded.
+The hostile-name tests (tests/unit/test_mime_hostile.py) check the bytes this writes, read back
+by the ``email`` package's parser. Both add a ``Date`` header (injectable) and check every header
+value again for control characters before it is written.
 """
 
 from __future__ import annotations
@@ -48,18 +52,34 @@ _ADDRESS_HEADERS = frozenset({"From", "To", "Reply-To", "Cc"})
 
 # one printable ASCII word: what RFC 2047 encoding and folding leave as it is when it fits on a line
 _ONE_WORD = re.compile(r"[\x21-\x7e]+")
+# a display name written as it is: letters, digits, spaces and a few marks, no "=?" (which a reader
+# would take for the start of an encoded word)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 .'-]{1,60}")
+
+
+def _encoded(name: str, value: str) -> str:
+    """``value`` as RFC 2047 encoded words (UTF-8), folded to lines of at most 78 octets. Always
+    encoded, ASCII too: text that only looks like an encoded word (``=?utf-8?q?...?=``) is then
+    read back as the text it is."""
+    return email.header.Header(value, "utf-8", maxlinelen=78, header_name=name).encode(linesep="\r\n")
 
 
 def _header_line(name: str, value: str) -> bytes:
     value = check_header_value(value)
     if name in _ADDRESS_HEADERS:
         display, addr = email.utils.parseaddr(value)
-        value = email.utils.formataddr((display, addr), charset="utf-8")
-    elif _ONE_WORD.fullmatch(value) and len(name) + 2 + len(value) <= 78:
+        if not display:
+            value = addr
+        elif _PLAIN_NAME.fullmatch(display) and "=?" not in display:
+            value = email.utils.formataddr((display, addr))
+        else:
+            value = f"{_encoded(name, display)}\r\n <{addr}>"
+    elif _ONE_WORD.fullmatch(value) and len(name) + 2 + len(value) <= 78 and "=?" not in value:
         pass  # a Message-ID: written as it is (email.header.Header would return it unchanged)
+    elif value.isascii() and "=?" not in value:
+        value = email.header.Header(value, "us-ascii", maxlinelen=78, header_name=name).encode(linesep="\r\n")
     else:
-        charset = "us-ascii" if value.isascii() else "utf-8"
-        value = email.header.Header(value, charset, maxlinelen=78, header_name=name).encode(linesep="\r\n")
+        value = _encoded(name, value)
     return f"{name}: {value}\r\n".encode("ascii")
 
 
@@ -89,7 +109,7 @@ def to_bytes(composed: ComposedEmail, *, date: dt.datetime | None = None) -> byt
     head = b"".join((_header_line if k in _PER_EMAIL_HEADERS else _shared_header_line)(k, v)
                     for k, v in composed.headers.items())
     head += _shared_header_line("Date", email.utils.format_datetime(when))
-    head += (f"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
+    head += (f"MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary=\"{boundary}\"\r\n\r\n"
              ).encode("ascii")
     sep = f"--{boundary}\r\n".encode("ascii")
     return (head + sep + _qp_part("text/plain", composed.text) + b"\r\n" + sep

@@ -143,14 +143,40 @@ def sender_header(mail_from: str, allow_test_domains: bool) -> str:
     return str(Address(display_name=name, addr_spec=addr)) if name else addr
 
 
+# Breaks a header line (injection): refused. Other control characters are only cleaned for display.
+_LINE_BREAKS_RE: Final = re.compile(r"[\r\n\x00\x85\u2028\u2029]")
+_OTHER_CONTROLS_RE: Final = re.compile(r"[\x01-\x1f\x7f-\x9f]")
+DISPLAY_NAME_MAX: Final = 64  # characters of a name in the To header (the body shows it in full)
+
+
+def clean_display(value: str) -> str:
+    """``value`` for display: a tab or another control character becomes a space, whitespace is
+    folded. Raises :class:`Refused` (``HEADER_NOT_VALID``) for CR, LF, NUL or another line break."""
+    if _LINE_BREAKS_RE.search(value):
+        raise Refused(HEADER_NOT_VALID)
+    return " ".join(_OTHER_CONTROLS_RE.sub(" ", value).split())
+
+
+def shorten(value: str, limit: int = DISPLAY_NAME_MAX) -> str:
+    """At most ``limit`` characters, cut at a space where one is near, with an ellipsis."""
+    if len(value) <= limit:
+        return value
+    cut = value[:limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "\u2026"
+
+
 def recipient_display_name(recipient: Mapping[str, Any]) -> str:
-    """The ``To`` display name from the recipient's title, forenames and surname (whitespace folded);
-    raises :class:`Refused` (``HEADER_NOT_VALID``) if any of them holds a control character."""
+    """The ``To`` display name from the recipient's title, forenames and surname: control characters
+    cleaned (:func:`clean_display`), shortened to :data:`DISPLAY_NAME_MAX` characters. Raises
+    :class:`Refused` (``HEADER_NOT_VALID``) if any of them holds a line break (header injection)."""
     parts = []
     for key in ("title", "forenames", "surname"):
         value = recipient.get(key)
         if isinstance(value, str):
-            check_header_value(value)
-            if value.strip():
-                parts.append(" ".join(value.split()))
-    return " ".join(parts)
+            cleaned = clean_display(value)
+            if cleaned:
+                parts.append(cleaned)
+    return shorten(" ".join(parts))
