@@ -85,6 +85,10 @@ class Abandoned(Exception):
     """A notification given up without an outcome (the mailer is draining): its offset is not committed."""
 
 
+class HeldElsewhere(Abandoned):
+    """Another live instance held (and kept renewing) the claim for longer than one retry backoff."""
+
+
 class LeaseLost(Abandoned):
     """The claim's lease ran out before DATA and another instance took the notification over."""
 
@@ -143,7 +147,12 @@ class Mailer:
         """Record a final outcome of a claimed notification: ledger first, then the status event (and
         the dead letter when it failed)."""
         code = attempt.code if attempt else None
-        await self.ledger.mark(n.notification_id, status, smtp_code=code, reason=reason)
+        if not await self.ledger.mark(n.notification_id, status, smtp_code=code, reason=reason,
+                                      message_id=message_id if status is Status.SENT else None):
+            # the lease ran out and another instance holds the notification now: its outcome stands
+            log.warning("mail.outcome_not_recorded", notification_id=n.notification_id, status=status.value,
+                        why="lease lost")
+            raise LeaseLost(n.notification_id)
         await self.status(n, status, attempt=attempt_no, generation=generation, message_id=message_id, code=code,
                           reason=reason, **(audit or {}))
         OUTCOMES.labels(status.value).inc()
@@ -249,7 +258,9 @@ class Mailer:
             claimed = None
         claim = claimed[1] if claimed is not None else await self.ledger.claim(n, content)
         waited = 0.0
-        while claim.decision is Decision.BUSY and waited < self.settings.ledger_lease_seconds * 2:
+        # a live holder renews its lease through its retry backoffs: wait out at most one backoff
+        patience = self.settings.smtp_retry_cap_seconds + 2 * self.settings.ledger_lease_seconds
+        while claim.decision is Decision.BUSY and waited < patience:
             if self.stop.is_set() or self.halt.is_set():
                 raise Abandoned(n.notification_id)  # the other instance will record the outcome
             await asyncio.sleep(0.5)
@@ -266,7 +277,10 @@ class Mailer:
             await self._report_uncertain(n, claim)
             return None
         if claim.decision is Decision.BUSY:
-            raise RuntimeError(f"notification {n.notification_id} is held by another live instance")
+            # still held and renewed by another live instance: it records the outcome; this record is
+            # left uncommitted here (read again after a restart or rebalance, then DONE)
+            log.warning("mail.held_elsewhere", notification_id=n.notification_id, waited_seconds=waited)
+            raise HeldElsewhere(n.notification_id)
         return claim
 
     async def _compose_and_send(self, n: Notification, claim: Claim, record: dict[str, Any], raw: bytes,
@@ -332,14 +346,27 @@ class Mailer:
 
     async def _not_yet(self, n: Notification, result: Attempt, attempt: int, generation: int, mid: str,
                        audit: dict[str, str | None] | None = None) -> None:
-        await self.ledger.mark(n.notification_id, Status.RETRYING, smtp_code=result.code, reason=result.reason)
+        if not await self.ledger.mark(n.notification_id, Status.RETRYING, smtp_code=result.code, reason=result.reason):
+            log.warning("mail.lease_lost", notification_id=n.notification_id, during="retry")
+            raise LeaseLost(n.notification_id)
         await self.status(n, Status.RETRYING, attempt=attempt, generation=generation, message_id=mid,
                           code=result.code, reason=result.reason, **(audit or {}))
 
     async def _pause(self, seconds: float, n: Notification) -> None:
-        """The backoff before a retry, cut short by a drain: then the claim is released, not decided."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
+        """The backoff before a retry, cut short by a drain: then the claim is released, not decided.
+        The lease is renewed while it waits (a backoff may outlast it); a renewal refused means another
+        instance took the notification over: no further attempt from here."""
+        until = time.monotonic() + seconds
+        every = max(0.5, self.settings.ledger_lease_seconds / 3)
+        while not (self.stop.is_set() or self.halt.is_set()):
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), min(left, every))
+            if time.monotonic() < until and not self.stop.is_set() and not await self.ledger.renew(n.notification_id):
+                log.warning("mail.lease_lost", notification_id=n.notification_id, during="backoff")
+                raise LeaseLost(n.notification_id)
         if self.stop.is_set() or self.halt.is_set():
             await self.ledger.release(n.notification_id)
             raise Abandoned(n.notification_id)

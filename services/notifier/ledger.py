@@ -310,8 +310,16 @@ _MARK = (
     " FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(message_ids)s::text[], %(codes)s::int[],"
     " %(reasons)s::text[], %(attempts)s::int[], %(finals)s::boolean[])"
     " AS u(id, status, message_id, smtp_code, reason, attempt, final)"
-    " WHERE l.notification_id = u.id"
+    # fenced on the owner: a mark from an instance whose lease ran out (and whose notification another
+    # instance has claimed since) changes nothing, except the news that its own message was accepted
+    " WHERE l.notification_id = u.id AND (l.owner = %(owner)s"
+    "       OR (u.status = 'SENT' AND l.message_id = u.message_id AND l.status IN ('SENDING', 'UNCERTAIN')))"
+    " RETURNING l.notification_id"
 )
+
+_RENEW = ("UPDATE notify.ledger SET lease_until = now() + make_interval(secs => %s), updated_at = now()"
+          " WHERE notification_id = %s AND owner = %s AND status IN ('PENDING', 'RETRYING')"
+          " RETURNING notification_id")
 
 # fenced on the owner: only rows this instance still holds go SENDING
 _MARK_SENDING = (
@@ -419,7 +427,7 @@ class Ledger:
         # SENDING holds a connection until DATA: no lingering; an outcome only has to be written
         # before the status event and the offset commit, so the marks of a few ms go together
         self._sending: GroupCommit[str, str, bool] = GroupCommit(self._mark_sending_many, SENDING_LINGER)
-        self._marks: GroupCommit[str, dict[str, Any], None] = GroupCommit(self._mark_many, MARK_LINGER)
+        self._marks: GroupCommit[str, dict[str, Any], bool] = GroupCommit(self._mark_many, MARK_LINGER)
 
     async def open(self) -> None:
         await self._pool.open(wait=True)
@@ -482,20 +490,27 @@ class Ledger:
         return [claims[key] for key, _ in batch]
 
     async def mark(self, notification_id: str, status: Status, *, message_id: str | None = None,
-                   smtp_code: int | None = None, reason: str | None = None, attempt: bool = False) -> None:
-        """Record an attempt's result or an outcome (with the marks of concurrent callers, one statement)."""
-        await self._marks(notification_id, {"status": status.value, "message_id": message_id, "smtp_code": smtp_code,
+                   smtp_code: int | None = None, reason: str | None = None, attempt: bool = False) -> bool:
+        """Record an attempt's result or an outcome (with the marks of concurrent callers, one statement).
+        False when this instance no longer holds the claim: nothing was written (another instance took
+        the notification over when the lease ran out)."""
+        return await self._marks(notification_id, {"status": status.value, "message_id": message_id, "smtp_code": smtp_code,
                                             "reason": reason, "attempt": 1 if attempt else 0,
                                             "final": status in FINAL})
 
-    async def _mark_many(self, batch: list[tuple[str, dict[str, Any]]]) -> list[None]:
+    async def _mark_many(self, batch: list[tuple[str, dict[str, Any]]]) -> list[bool]:
         marks = [mark for _, mark in sorted(batch, key=lambda kv: kv[0])]
-        await self._fetchall(_MARK, {
+        written = {row["notification_id"] for row in await self._fetchall(_MARK, {
             "ids": sorted(key for key, _ in batch), "statuses": [m["status"] for m in marks],
             "message_ids": [m["message_id"] for m in marks], "codes": [m["smtp_code"] for m in marks],
             "reasons": [m["reason"] for m in marks], "attempts": [m["attempt"] for m in marks],
-            "finals": [m["final"] for m in marks], "lease": self.lease})
-        return [None] * len(batch)
+            "finals": [m["final"] for m in marks], "lease": self.lease, "owner": self.owner})}
+        return [key in written for key, _ in batch]
+
+    async def renew(self, notification_id: str) -> bool:
+        """Extend this instance's lease on a claim it still holds (PENDING or RETRYING): a send waiting
+        out a retry backoff longer than the lease keeps it. False when the claim is no longer ours."""
+        return await self._fetchone(_RENEW, (self.lease, notification_id, self.owner)) is not None
 
     async def mark_sending(self, notification_id: str, message_id: str) -> bool:
         """Just before DATA: True when this instance still holds the claim (and has now marked it

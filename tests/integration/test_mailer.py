@@ -107,10 +107,19 @@ class Smtp:
 
     script: Script | None = None
     auth: tuple[str, str] | None = None
+    rcpt: Callable[[str], Any] | None = None  # async (address) -> reply string or None (accept), at RCPT
     port: int = field(default_factory=free_port)
     inbox: Inbox = field(default_factory=Inbox)
     data_seen: Counter[str] = field(default_factory=Counter)  # recipient -> DATA commands completed
     controller: Controller | None = None
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.rcpt is not None:
+            reply = await self.rcpt(address)
+            if reply is not None:
+                return str(reply)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         for rcpt in envelope.rcpt_tos:
@@ -150,8 +159,9 @@ class Smtp:
 def smtp() -> Iterator[Callable[..., Smtp]]:
     servers: list[Smtp] = []
 
-    def make(script: Script | None = None, *, auth: tuple[str, str] | None = None, start: bool = True) -> Smtp:
-        server = Smtp(script, auth)
+    def make(script: Script | None = None, *, auth: tuple[str, str] | None = None, start: bool = True,
+             rcpt: Callable[[str], Any] | None = None) -> Smtp:
+        server = Smtp(script, auth, rcpt)
         servers.append(server)
         return server.start() if start else server
 
@@ -783,3 +793,77 @@ def test_a_days_digests_wait_for_the_send_time_and_the_wait_survives_a_restart(
     assert server.inbox.matching(to(address_of(waiting))) == []
     assert len(server.inbox.matching(to(address_of(past)))) == 1  # the replayed due one is not resent
     assert finish(svc) == 0
+
+
+def test_a_late_4xx_from_an_instance_whose_lease_ran_out_does_not_overwrite_the_new_owners_sent(
+        stack: Any, tmp_path: Path, smtp: Any, ledger: Any) -> None:
+    """Mailer A claims a digest with a 2 s lease and hangs 6 s at RCPT before a 451; meanwhile its lease
+    runs out and mailer B (another group: the record read again, as after a partition move) claims it
+    and sends. A's late 451 must not turn B's SENT back into RETRYING: exactly one email, SENT."""
+    tid = f"tlate-{uuid.uuid4().hex[:8]}"
+    address = address_of(tid)
+    seen = threading.Event()
+    first = [True]
+
+    async def rcpt(addr: str) -> str | None:
+        if addr == address and first[0]:
+            first[0] = False
+            seen.set()
+            await asyncio.sleep(6)
+            return "451 4.3.0 try later"
+        return None
+
+    server = smtp(rcpt=rcpt)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid)])
+    slow = {"TN_LEDGER_LEASE_SECONDS": "2", "TN_SMTP_RETRY_BASE_SECONDS": "3", "TN_SMTP_RETRY_CAP_SECONDS": "3"}
+    a = run_mailer(stack, tmp_path, server.port, topic, name="mailer-a", **slow)
+    assert seen.wait(60), a.log()[-2000:]
+    b = run_mailer(stack, tmp_path, server.port, topic, name="mailer-b", **slow)
+    server.inbox.wait_for(to(address), timeout=60)
+    deadline = time.monotonic() + 30
+    while not ("mail.outcome_not_recorded" in a.log() or "mail.lease_lost" in a.log()) \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)  # A's late 451 has come back and been refused
+    assert "mail.outcome_not_recorded" in a.log() or "mail.lease_lost" in a.log(), a.log()[-3000:]
+    row = ledger(digest_id(tid))
+    assert row["status"] == "SENT" and row["message_id"] == mid(tid), row
+    assert finish(a) == 0 and finish(b) == 0
+    assert server.message_ids() == {mid(tid): 1}
+    assert ledger(digest_id(tid))["status"] == "SENT"
+
+
+def test_a_backoff_longer_than_the_lease_keeps_the_claim(stack: Any, tmp_path: Path, smtp: Any, ledger: Any) -> None:
+    """The relay answers 451 for 10 s; mailer A retries with backoffs of up to 8 s and a 2 s lease,
+    renewing it while it waits. Mailer B, reading the same record meanwhile (another group, as after a
+    partition move), finds the claim live and never sends; A's retry sends the one email."""
+    tid = f"tback-{uuid.uuid4().hex[:8]}"
+    address = address_of(tid)
+    first: list[float] = []
+
+    async def script(server_: Any, envelope: Any) -> str | None:
+        if address in envelope.rcpt_tos:
+            first.append(first[0] if first else time.monotonic())
+            if time.monotonic() - first[0] < 10:
+                return "451 4.3.0 try later"
+        return None
+
+    server = smtp(script)
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid)])
+    slow = {"TN_LEDGER_LEASE_SECONDS": "2", "TN_SMTP_RETRY_BASE_SECONDS": "8", "TN_SMTP_RETRY_CAP_SECONDS": "8"}
+    a = run_mailer(stack, tmp_path, server.port, topic, name="mailer-a", **slow)
+    deadline = time.monotonic() + 60
+    while not first and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first, a.log()[-2000:]
+    b = run_mailer(stack, tmp_path, server.port, topic, name="mailer-b", **slow)
+    server.inbox.wait_for(to(address), timeout=90)
+    wait_final(stack, [digest_id(tid)], svc=a)
+    time.sleep(1)
+    assert finish(a) == 0 and finish(b) == 0
+    assert server.message_ids() == {mid(tid): 1}
+    row = ledger(digest_id(tid))
+    assert row["status"] == "SENT" and row["attempts"] >= 2 and len(first) == row["attempts"]
+    assert '"status": "SENT", "attempt"' in a.log()  # A sent it ...
+    assert '"status": "RETRYING"' not in b.log() and '"status": "SENT", "attempt"' not in b.log()  # ... B never tried
