@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services import logs, serde
 from services.notifier import compose
+from services.notifier.document import UncertainAttempt
 from services.notifier.ledger import Claim, Decision, Ledger
 from services.notifier.plan import (
     Content,
@@ -292,6 +293,10 @@ class Mailer:
                  "request_id": claim.request_id, "operator": claim.operator, "operator_reason": claim.operator_reason}
         # a copy names when the original went; a resend of one never sent is simply a first send
         copy_of = claim.first_sent_at if claim.is_copy else None
+        if copy_of is not None and claim.status == Status.UNCERTAIN.value:
+            row = await self.ledger.status(n.notification_id)  # rare: a resend of an uncertain attempt
+            if row is not None and row.get("first_sent_at") is None and row.get("sent_at") is None:
+                copy_of = UncertainAttempt.fromtimestamp(copy_of.timestamp(), copy_of.tzinfo)  # never confirmed
         assert self.renderer is not None
         composed = await self.renderer(n.kind, record, mid, copy_of)
         if isinstance(composed, compose.Refusal):

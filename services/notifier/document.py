@@ -148,9 +148,17 @@ def day_words(record: Mapping[str, Any]) -> str:
         raise _bad_record() from None
 
 
+class UncertainAttempt(dt.datetime):
+    """``copy_of`` for a resend of an email whose first attempt was cut off mid-send (UNCERTAIN): the
+    relay may or may not have delivered it, so the copy says so."""
+
+
 def _copy_note(copy_of: dt.datetime | None) -> str | None:
     if copy_of is None:
         return None
+    if isinstance(copy_of, UncertainAttempt):
+        return (f"This may repeat an email we tried to send on {format_instant(copy_of)}: we could not "
+                "confirm that it reached you.")
     return f"This is a copy of an email we first sent on {format_instant(copy_of)}."
 
 

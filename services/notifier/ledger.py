@@ -78,7 +78,9 @@ BEGIN
         UPDATE notify.ledger l SET status = 'PENDING', generation = r.generation + 1, owner = p_owner,
                lease_until = now() + make_interval(secs => p_lease), updated_at = now(), resend_requested = false
          WHERE l.notification_id = p_id;
-        RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status, COALESCE(r.first_sent_at, r.sent_at);
+        -- a resend of an UNCERTAIN one names when that attempt was given up as uncertain (a copy too)
+        RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status,
+                            COALESCE(r.first_sent_at, r.sent_at, CASE WHEN r.status = 'UNCERTAIN' THEN r.updated_at END);
         RETURN;
     END IF;
     IF r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED') THEN
@@ -190,7 +192,8 @@ BEGIN
                superseded_value = CASE WHEN r.superseded_hash = p_hash THEN NULL ELSE r.superseded_value END,
                superseded_status = CASE WHEN r.superseded_hash = p_hash THEN NULL ELSE r.superseded_status END
          WHERE l.notification_id = p_id;
-        RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status, COALESCE(r.first_sent_at, r.sent_at),
+        RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status,
+                            COALESCE(r.first_sent_at, r.sent_at, CASE WHEN r.status = 'UNCERTAIN' THEN r.updated_at END),
                             r.content_hash, r.resend_request_id, r.resend_by, r.resend_reason;
         RETURN;
     END IF;
@@ -404,7 +407,8 @@ class Claim:
     decision: Decision
     generation: int = 0
     status: str | None = None
-    first_sent_at: dt.datetime | None = None  # when generation 0 was accepted by the relay
+    first_sent_at: dt.datetime | None = None  # when generation 0 was accepted (or, resending an UNCERTAIN
+    #                                           one never confirmed, when that attempt became uncertain)
     old_hash: str | None = None  # the content hash the ledger held before this claim
     request_id: str | None = None  # an explicit resend: its request id, operator and reason
     operator: str | None = None

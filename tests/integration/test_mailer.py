@@ -327,6 +327,18 @@ def test_connection_dropped_mid_data_is_uncertain_and_not_resent(stack: Any, tmp
     assert finish(again) == 0
     assert server.data_seen[address_of(tid)] == 1
     assert ledger(digest_id(tid))["status"] == "UNCERTAIN"
+    # an operator asks for it again: it goes, marked as a copy that may repeat the uncertain attempt
+    with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE notify.ledger SET resend_requested = true WHERE notification_id = %s", (digest_id(tid),))
+    relay = smtp()
+    resend = run_mailer(stack, tmp_path, relay.port, topic, name="mailer-resend")
+    [copy] = relay.inbox.wait_for(to(address_of(tid)), timeout=60)
+    assert subject(copy).startswith("Copy: ")
+    plain = next(part for part in copy.walk() if part.get_content_type() == "text/plain")
+    body = plain.get_payload(decode=True).decode("utf-8")  # type: ignore[union-attr]
+    assert "This may repeat an email we tried to send on" in " ".join(body.split())
+    assert wait_final(stack, [digest_id(tid)], svc=resend) == {digest_id(tid): "SENT"}
+    assert finish(resend) == 0
 
 
 def _wait_committed(stack: Any, svc: Service, topic: str, n: int, partitions: int = 4, timeout: float = 60) -> None:
