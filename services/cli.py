@@ -75,13 +75,31 @@ def aggregate_cmd(
     raise typer.Exit(run_batch(events))
 
 
+def settings_error(exc: Exception) -> str:
+    """A settings ValidationError for people: each variable's name and what is wrong with its value
+    (never the value itself: it may be a secret)."""
+    lines = ["trainee-notify: the configuration is not valid:"]
+    for err in exc.errors():  # type: ignore[attr-defined]
+        loc = err.get("loc") or ()
+        name = f"TN_{str(loc[0]).upper()}" if loc else "settings"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"  {name}: {msg}")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    from pydantic import ValidationError
+
     try:
         _register()
     except SubcommandImportError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None
-    app()
+    try:
+        app()  # typer re-raises what a command raised (its hook would print a traceback)
+    except ValidationError as exc:
+        print(settings_error(exc), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

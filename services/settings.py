@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,6 +81,10 @@ class SmtpSettings(_Base):
     smtp_security: str = Field("none", pattern="^(none|starttls|tls)$")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    smtp_allow_plaintext_auth: bool = Field(False, description="allow the relay login over a connection "
+                                            "that is not TLS (TN_SMTP_SECURITY=none): never in production")
+    smtp_ca_file: Path | None = Field(None, description="CA certificates (PEM) to trust for the relay's TLS, "
+                                      "besides the system's; the host name is always verified")
     smtp_timeout_seconds: float = 30.0
     smtp_pool_size: int = Field(4, ge=1)
     smtp_rate_per_second: float = Field(50.0, gt=0)
@@ -89,6 +93,14 @@ class SmtpSettings(_Base):
     smtp_retry_cap_seconds: float = Field(300.0, gt=0, description="longest wait between two attempts")
     mail_from: str = "Training record notifications <no-reply@notify.example.nhs.uk>"
     message_id_domain: str = "notify.example.nhs.uk"
+
+    @model_validator(mode="after")
+    def _no_plaintext_login(self) -> SmtpSettings:
+        if self.smtp_username and self.smtp_security == "none" and not self.smtp_allow_plaintext_auth:
+            raise ValueError("TN_SMTP_USERNAME is set but TN_SMTP_SECURITY is none: the password would cross "
+                             "the network in clear; use starttls or tls (or TN_SMTP_ALLOW_PLAINTEXT_AUTH=true "
+                             "for a local test relay)")
+        return self
 
 
 class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):

@@ -51,7 +51,8 @@ OUTCOMES = Counter("mailer_outcomes_total", "final ledger outcomes", ["status"])
 REPLAYS = Counter("mailer_replays_skipped_total", "records whose notifications the ledger already held")
 LATENCY = Histogram("mailer_send_seconds", "one SMTP attempt, connect to final reply")
 LAG = Gauge("mailer_consumer_lag", "records not yet consumed, per partition", ["partition"])
-CONFIG_ALERT = Gauge("mailer_relay_refused_auth", "1 when the relay refused our credentials (530/535): sending stopped")
+CONFIG_ALERT = Gauge("mailer_relay_refused_auth", "1 when the relay refused our credentials (530/535) or its "
+                     "certificate is not trusted: sending stopped")
 
 UNDECODABLE = "undecodable net-change record"
 SUPERSEDED_REASON = "a record with this id and other content was already final: not sent"
@@ -338,7 +339,8 @@ class Mailer:
                 self.halt.set()
                 await self._not_yet(n, result, attempt, generation, composed.message_id, audit)
                 await self.ledger.release(n.notification_id)
-                raise RelayRefused(f"relay refused authentication ({result.code})")
+                raise RelayRefused(f"relay refused authentication ({result.code})" if result.code
+                                   else result.reason or "relay refused")
             horizon_passed = time.monotonic() - started > self.settings.smtp_retry_horizon_seconds
             if result.outcome is Outcome.FAILED or horizon_passed:
                 reason = result.reason if result.outcome is Outcome.FAILED else f"gave up after {attempt} attempts: {result.reason}"

@@ -24,7 +24,7 @@ class Outcome(StrEnum):
     RETRY = "retry"  # 4xx or a connection error before the message was handed over
     FAILED = "failed"  # 5xx: permanent for this message
     UNCERTAIN = "uncertain"  # connection lost after DATA was accepted, before the final reply
-    CONFIG = "config"  # 530/535: the relay refuses us; stop sending and alert
+    CONFIG = "config"  # 530/535, or its TLS certificate is not trusted: stop sending and alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,11 @@ class SmtpPool:
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self.settings
-        context = ssl.create_default_context() if s.smtp_security != "none" else None
+        context = None
+        if s.smtp_security != "none":  # certificate and host name verified (create_default_context)
+            context = ssl.create_default_context(cafile=str(s.smtp_ca_file) if s.smtp_ca_file else None)
+            if s.smtp_ca_file:
+                context.load_default_certs()
         return aiosmtplib.SMTP(
             hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout_seconds,
             use_tls=s.smtp_security == "tls", start_tls=s.smtp_security == "starttls",
@@ -114,6 +118,8 @@ class SmtpPool:
                     self._idle.put_nowait(client)
                     client = None
                 return _classify(exc.code, exc.message)
+            except ssl.SSLCertVerificationError as exc:  # a configuration fault: retrying cannot help
+                return Attempt(Outcome.CONFIG, None, f"relay certificate not trusted: {exc.verify_message}")
             except (SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPConnectError,
                     ConnectionError, OSError) as exc:
                 if handed_over:

@@ -7,8 +7,11 @@ trainee ids and its own consumer group. Net-change records are produced directly
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
+import ssl
+import subprocess
 import threading
 import time
 import urllib.request
@@ -31,7 +34,7 @@ from psycopg.rows import dict_row
 from services import serde
 from services.notifier.labels import format_instant
 from services.notifier.plan import message_id
-from tests.integration.procs import Inbox, Service, free_port, mailer, text_of
+from tests.integration.procs import BIN, Inbox, Service, free_port, mailer, text_of
 
 STATUS_TOPIC = "trainee-notify.delivery-status.v1"
 DLQ_TOPIC = "trainee-notify.mail-dlq.v1"
@@ -108,6 +111,7 @@ class Smtp:
     script: Script | None = None
     auth: tuple[str, str] | None = None
     rcpt: Callable[[str], Any] | None = None  # async (address) -> reply string or None (accept), at RCPT
+    tls: tuple[Path, Path] | None = None  # (certificate, key): STARTTLS required, AUTH only after it
     port: int = field(default_factory=free_port)
     inbox: Inbox = field(default_factory=Inbox)
     data_seen: Counter[str] = field(default_factory=Counter)  # recipient -> DATA commands completed
@@ -140,7 +144,11 @@ class Smtp:
                 ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == (user, password)
                 return AuthResult(success=ok, handled=False)
 
-            kwargs = {"auth_required": True, "auth_require_tls": False, "authenticator": authenticator}
+            kwargs = {"auth_required": True, "auth_require_tls": self.tls is not None, "authenticator": authenticator}
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
+            kwargs |= {"tls_context": context, "require_starttls": True}
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
         return self
@@ -160,8 +168,8 @@ def smtp() -> Iterator[Callable[..., Smtp]]:
     servers: list[Smtp] = []
 
     def make(script: Script | None = None, *, auth: tuple[str, str] | None = None, start: bool = True,
-             rcpt: Callable[[str], Any] | None = None) -> Smtp:
-        server = Smtp(script, auth, rcpt)
+             rcpt: Callable[[str], Any] | None = None, tls: tuple[Path, Path] | None = None) -> Smtp:
+        server = Smtp(script, auth, rcpt, tls)
         servers.append(server)
         return server.start() if start else server
 
@@ -360,15 +368,35 @@ def _metric(svc: Service, name: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.fixture(scope="module")
+def relay_certs(tmp_path_factory: Any) -> dict[str, Path]:
+    """A throwaway CA and a relay certificate for 127.0.0.1 signed by it (openssl, Debian's)."""
+    d = tmp_path_factory.mktemp("relay-tls")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=trainee-notify test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "relay.key", "-out", "relay.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "relay.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "relay.pem", "-days", "2", "-extfile", "ext.cnf")
+    return {"ca": d / "ca.pem", "cert": d / "relay.pem", "key": d / "relay.key"}
+
+
 @pytest.mark.parametrize("credentials", [("mailer", "wrong-password"), None], ids=["535-bad-password", "530-no-auth"])
 def test_relay_refusing_auth_stops_the_mailer_with_an_alert(stack: Any, tmp_path: Path, smtp: Any, ledger: Any,
-                                                            credentials: tuple[str, str] | None) -> None:
+                                                            credentials: tuple[str, str] | None,
+                                                            relay_certs: dict[str, Path]) -> None:
+    """A relay that requires STARTTLS and then AUTH (as a production relay does): a wrong password or no
+    login stops the mailer with the alert; the right one, over STARTTLS, sends each record once."""
     tids = [f"tauth-{uuid.uuid4().hex[:8]}" for _ in range(5)]
-    server = smtp(auth=("mailer", "right-password"))
+    server = smtp(auth=("mailer", "right-password"), tls=(relay_certs["cert"], relay_certs["key"]))
     topic = new_topic(stack)
     produce(stack, topic, [record(t) for t in tids])
-    env = {"TN_FAULT_LINGER_SECONDS": "20"}
+    env = {"TN_FAULT_LINGER_SECONDS": "20", "TN_SMTP_SECURITY": "starttls", "TN_SMTP_CA_FILE": str(relay_certs["ca"])}
     if credentials:
         env |= {"TN_SMTP_USERNAME": credentials[0], "TN_SMTP_PASSWORD": credentials[1]}
     svc = run_mailer(stack, tmp_path, server.port, topic, **env)
@@ -386,10 +414,42 @@ def test_relay_refusing_auth_stops_the_mailer_with_an_alert(stack: Any, tmp_path
     assert committed(stack, svc.env["TN_GROUP_ID"], topic, 4) == 0  # nothing decided, nothing committed
     # with the right password the same records go, each once
     ok = run_mailer(stack, tmp_path, server.port, topic, name="mailer-fixed", group=svc.env["TN_GROUP_ID"],
-                    TN_SMTP_USERNAME="mailer", TN_SMTP_PASSWORD="right-password")
+                    TN_SMTP_USERNAME="mailer", TN_SMTP_PASSWORD="right-password", TN_SMTP_SECURITY="starttls",
+                    TN_SMTP_CA_FILE=str(relay_certs["ca"]))
     assert set(wait_final(stack, [digest_id(t) for t in tids], svc=ok).values()) == {"SENT"}
     assert finish(ok) == 0
     assert server.message_ids() == {mid(t): 1 for t in tids}
+
+
+def test_a_login_in_clear_is_refused_before_anything_starts(stack: Any, tmp_path: Path) -> None:
+    env = {**os.environ, "TN_KAFKA_BOOTSTRAP": stack.bootstrap, "TN_SMTP_USERNAME": "mailer",
+           "TN_SMTP_PASSWORD": "s3cret-pw", "TN_SMTP_SECURITY": "none"}
+    done = subprocess.run([str(BIN), "mailer", "run"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "TN_SMTP_SECURITY is none" in done.stderr and "TN_SMTP_ALLOW_PLAINTEXT_AUTH" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr + done.stdout
+
+
+def test_a_relay_certificate_not_trusted_sends_nothing_and_says_why(stack: Any, tmp_path: Path, smtp: Any,
+                                                                    relay_certs: dict[str, Path]) -> None:
+    """STARTTLS to a relay whose certificate this mailer does not trust (no TN_SMTP_CA_FILE): a
+    configuration fault like a refused login, not a reason to retry: one clear line, the alert, exit 3."""
+    tid = f"tcert-{uuid.uuid4().hex[:8]}"
+    server = smtp(tls=(relay_certs["cert"], relay_certs["key"]))
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid)])
+    svc = run_mailer(stack, tmp_path, server.port, topic, TN_SMTP_SECURITY="starttls", TN_FAULT_LINGER_SECONDS="20")
+    alert = None
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and alert != 1.0:
+        alert = _metric(svc, "mailer_relay_refused_auth")
+        time.sleep(0.2)
+    assert alert == 1.0, svc.log()[-3000:]
+    assert finish(svc) == 3
+    [line] = [ln for ln in svc.log().splitlines() if '"event": "mailer.relay_refused_auth"' in ln]
+    assert "relay certificate not trusted" in line and "certificate" in line
+    assert svc.log().count('"status": "RETRYING"') <= 1  # not retried as if the network had failed
+    assert not server.inbox.messages and server.data_seen[address_of(tid)] == 0
 
 
 def test_relay_down_for_a_while_then_back_loses_nothing(stack: Any, tmp_path: Path, smtp: Any) -> None:

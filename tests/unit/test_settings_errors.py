@@ -1,0 +1,47 @@
+"""A bad setting is reported for people: the variable's name and what is wrong, exit 2, no traceback,
+never the value (it may be a secret). A relay login in clear is refused unless explicitly allowed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from services.cli import settings_error
+from services.settings import MailerSettings, SmtpSettings
+
+
+def test_a_relay_login_over_a_connection_without_tls_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TN_SMTP_USERNAME", "mailer")
+    monkeypatch.setenv("TN_SMTP_PASSWORD", "hunter2")
+    with pytest.raises(ValidationError) as err:
+        SmtpSettings()
+    text = settings_error(err.value)
+    assert "TN_SMTP_SECURITY is none" in text and "TN_SMTP_ALLOW_PLAINTEXT_AUTH" in text and "hunter2" not in text
+    monkeypatch.setenv("TN_SMTP_SECURITY", "starttls")
+    assert SmtpSettings().smtp_username == "mailer"
+    monkeypatch.setenv("TN_SMTP_SECURITY", "none")
+    monkeypatch.setenv("TN_SMTP_ALLOW_PLAINTEXT_AUTH", "true")
+    assert SmtpSettings().smtp_allow_plaintext_auth
+
+
+def test_each_bad_variable_is_named_and_its_value_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TN_DAY_SECONDS", "one-minute")
+    monkeypatch.setenv("TN_SMTP_POOL_SIZE", "0")
+    with pytest.raises(ValidationError) as err:
+        MailerSettings()
+    text = settings_error(err.value)
+    assert "TN_DAY_SECONDS: Input should be a valid integer" in text
+    assert "TN_SMTP_POOL_SIZE: Input should be greater than or equal to 1" in text
+    assert "one-minute" not in text
+
+
+def test_the_command_line_exits_2_with_the_name_and_no_traceback() -> None:
+    env = {**os.environ, "TN_DAY_SECONDS": "abc"}
+    exe = os.path.join(os.path.dirname(sys.executable), "trainee-notify")
+    done = subprocess.run([exe, "mailer", "run"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert "TN_DAY_SECONDS" in done.stderr and "Traceback" not in done.stderr and "abc" not in done.stderr
