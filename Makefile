@@ -17,7 +17,8 @@ demo: setup ## run the whole pipeline on a local stack with ~1,000 trainees and 
 demo-stop: ## stop the demo's services and the local stack
 	$(VENV)/trainee-notify demo stop
 
-test: setup ## everything: unit, contract and integration (crash, kill -9, rebalance) on real Kafka/Debezium/PostgreSQL/SMTP
+test: setup ## ruff, then everything: unit, contract and integration (crash, kill -9, rebalance) on real Kafka/Debezium/PostgreSQL/SMTP
+	$(VENV)/ruff check services tests bench scripts
 	$(VENV)/pytest -q
 
 test-quick: setup ## the same without the slow group (crash, kill -9, rebalance)

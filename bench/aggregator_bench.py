@@ -662,7 +662,8 @@ def run_env(run: str, name: str, prefix: str, bootstrap: str, scratch: Path, arg
            "TN_DELIVERY_STATUS_TOPIC": f"{run}.delivery-status.v1", "TN_MAIL_DLQ_TOPIC": f"{run}.mail-dlq.v1",
            "TN_LEDGER_TOPIC": f"{run}.ledger.v1", "TN_TOPIC_PARTITIONS": str(args.partitions),
            "TN_TICK_SECONDS": "1", "TN_LOG_LEVEL": args.log_level, "TN_STORE": "rocksdb://",
-           "TN_DATA_DIR": str(base / "data"), "TN_WATERMARK_FILE": str(base / "watermark"),
+           "TN_DATA_DIR": str(base / "data"), "TN_CLOCK_FILE": str(base / "watermark"),
+           "TN_WATERMARK_FILE": str(base / "watermark"),  # the old name: what a --compare-tree reads
            "TN_WEB_PORT": str(free_port())}
     env.update(dict(kv.split("=", 1) for kv in args.faust_env))
     return env
@@ -728,7 +729,7 @@ def close_day(agg: Aggregator, env: dict[str, str], probe: Probe, day_start: flo
     """Advance the aggregator's watermark past the day's end + grace + maximum hold; wait for the records."""
     topic = env["TN_NETCHANGE_TOPIC"]
     base = probe.count(topic, partitions)
-    Path(env["TN_WATERMARK_FILE"]).write_text(str(day_start + 86400 + 900 + 3600 + 60))
+    Path(env["TN_CLOCK_FILE"]).write_text(str(day_start + 86400 + 900 + 3600 + 60))
     t0 = time.monotonic()
     t_first = wait_for(lambda: probe.count(topic, partitions) > base, timeout, agg, 0.1, "first net-change record")
     last = [time.monotonic()]
@@ -999,7 +1000,7 @@ def kafka_phases(work: dict[str, Any], expected: dict[str, bytes], args: argpars
     env = run_env(run, "aggregator", prefix, bootstrap, scratch, args, day_start)
     out["faust_env"] = dict(kv.split("=", 1) for kv in args.faust_env)
     settings = AggregatorSettings(**{k[3:].lower(): v for k, v in env.items()
-                                     if k.startswith("TN_") and k not in ("TN_LOG_LEVEL", "TN_WATERMARK_FILE")})
+                                     if k.startswith("TN_") and k not in ("TN_LOG_LEVEL", "TN_CLOCK_FILE", "TN_WATERMARK_FILE")})
     apply_topics(settings)  # the CDC topics, the heartbeat topic and this aggregator's own topics
     cdc_topics = {t: f"{prefix}.tss.{t}" for t in ENTITIES}
     n = work["messages"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,7 +64,10 @@ class AggregatorSettings(KafkaSettings, DaySettings):
     web_port: int = Field(6066, description="faust web: /healthz, /readyz, /metrics")
     web_host: str = "127.0.0.1"
     store: str = Field("rocksdb://", description="faust table store: rocksdb:// or memory://")
-    watermark_file: Path | None = Field(None, description="tests: read the watermark (epoch seconds) from this file")
+    clock_file: Path | None = Field(None, validation_alias=AliasChoices("TN_CLOCK_FILE", "TN_WATERMARK_FILE"),
+                                    description="tests: the wall clock (epoch seconds) is read from this file; the "
+                                    "watermark follows it, held back by the connector's progress up to "
+                                    "TN_MAX_HOLD_SECONDS (TN_WATERMARK_FILE, its old name, is still read)")
     standby_replicas: int = Field(0, ge=0, description="faust standby replicas of the trainee_state table: a worker "
                                   "keeps a copy of other partitions' state, so a fail-over does not replay "
                                   "the changelog (production: 1)")

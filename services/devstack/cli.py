@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -106,7 +107,7 @@ def env_cmd(scratch: Path | None = ScratchOpt) -> None:
         typer.echo("error: stack is not running: run `trainee-notify stack up`", err=True)
         raise typer.Exit(1)
     for key, value in st.info.env().items():
-        typer.echo(f"export {key}={value}")
+        typer.echo(f"export {key}={shlex.quote(value)}")
 
 
 @app.command("fetch")

@@ -60,7 +60,13 @@ class StackInfo:
         return KafkaSettings(kafka_bootstrap=self.bootstrap)
 
     def env(self) -> dict[str, str]:
-        return {"TN_KAFKA_BOOTSTRAP": self.bootstrap}
+        """Every setting a service or operator command needs to run against this stack (its ports
+        are random): the broker, the ledger and Form R databases, the source, Kafka Connect."""
+        out = {"TN_KAFKA_BOOTSTRAP": self.bootstrap, "TN_LEDGER_DSN": self.pg_dsn, "TN_FORMR_DSN": self.pg_dsn,
+               "TN_SOURCE_DSN": self.pg_dsn}
+        if self.connect_url:
+            out["TN_CONNECT_URL"] = self.connect_url
+        return out
 
 
 @dataclass(frozen=True)

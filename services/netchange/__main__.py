@@ -43,7 +43,7 @@ def run() -> None:
     settings = AggregatorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     changelog_partitions = ensure_topics(settings)
-    clock = FileClock(settings.watermark_file) if settings.watermark_file else WallClock()
+    clock = FileClock(settings.clock_file) if settings.clock_file else WallClock()
     faust_app = build_app(settings, clock, changelog_partitions)
     worker = faust.Worker(faust_app, loglevel=level, quiet=True,
                           logging_config=logs.stdlib_config(level, json=json_logs))

@@ -143,7 +143,7 @@ class AggregatorRun:
     def service(self, name: str = "aggregator", **env: str) -> Service:
         base = {"TN_CDC_TOPIC_PREFIX": self.prefix, "TN_NETCHANGE_TOPIC": self.settings.netchange_topic,
                 "TN_CDC_DLQ_TOPIC": self.settings.cdc_dlq_topic, "TN_APP_ID": self.app_id,
-                "TN_WATERMARK_FILE": str(self.clock), "TN_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
+                "TN_CLOCK_FILE": str(self.clock), "TN_TOPIC_PARTITIONS": str(self.settings.topic_partitions),
                 "TN_GRACE_SECONDS": "900", "TN_MAX_HOLD_SECONDS": "3600"}
         return aggregator(self.stack, self.scratch, name, **{**base, **env})
 

@@ -131,8 +131,8 @@ def test_pages_of_rows_keep_totals_and_filters() -> None:
     many = [Arcp(f"a{i}", f"t{i}", f"pm{i}", TODAY + dt.timedelta(days=i % 110)) for i in range(450)]
     progs = {f"pm{i}": Programme(f"pm{i}", f"t{i}", "Cardiology", "EOE1", EAST) for i in range(450)}
     rows = build_rows(many, [], progs, {}, TODAY)
-    base = dict(user="pm", offices=(EAST,), office=EAST, programmes=["Cardiology"], programme="Cardiology",
-                today=TODAY)
+    base: dict[str, Any] = {"user": "pm", "offices": (EAST,), "office": EAST, "programmes": ["Cardiology"],
+                            "programme": "Cardiology", "today": TODAY}
     first = report.to_html(rows, report.Page(**base))
     assert first.count("data-trainee=") == 200 and "<strong>450</strong> reviews" in first
     assert "rows 1 to 200, page 1 of 3" in first and "Previous page" not in first

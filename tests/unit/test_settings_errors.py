@@ -45,3 +45,40 @@ def test_the_command_line_exits_2_with_the_name_and_no_traceback() -> None:
     done = subprocess.run([exe, "mailer", "run"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert "TN_DAY_SECONDS" in done.stderr and "Traceback" not in done.stderr and "abc" not in done.stderr
+
+
+def test_stack_env_exports_every_setting_a_service_needs_and_quotes_them(tmp_path: object) -> None:
+    """``eval "$(trainee-notify stack env)"`` then ``trainee-notify mailer run`` must reach the stack's
+    ledger on its random port, not the default one (the DSN holds spaces: quoted)."""
+    import shlex
+    from pathlib import Path
+
+    from services.devstack.stack import StackInfo
+    from services.settings import FormrSettings
+
+    dsn = "host=127.0.0.1 port=54321 user=postgres dbname=tss"
+    info = StackInfo(Path("/tmp/x"), "127.0.0.1:40000", dsn, 54321, 40000, 40001, 1, connect_url="http://127.0.0.1:8083")
+    lines = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in info.env().items())
+    script = lines + '\nprintf "%s|%s|%s" "$TN_LEDGER_DSN" "$TN_FORMR_DSN" "$TN_KAFKA_BOOTSTRAP"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=30).stdout
+    assert out == f"{dsn}|{dsn}|127.0.0.1:40000"
+    env = dict(os.environ, **info.env())
+    old = os.environ.copy()
+    try:
+        os.environ.update(info.env())
+        assert MailerSettings().ledger_dsn == dsn and FormrSettings().formr_dsn == dsn
+        assert MailerSettings().kafka_bootstrap == "127.0.0.1:40000"
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert env["TN_CONNECT_URL"] == "http://127.0.0.1:8083"
+
+
+def test_the_clock_file_has_its_name_and_the_old_one_is_still_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.settings import AggregatorSettings
+
+    monkeypatch.setenv("TN_CLOCK_FILE", "/tmp/clock")
+    assert str(AggregatorSettings().clock_file) == "/tmp/clock"
+    monkeypatch.delenv("TN_CLOCK_FILE")
+    monkeypatch.setenv("TN_WATERMARK_FILE", "/tmp/old")
+    assert str(AggregatorSettings().clock_file) == "/tmp/old"
