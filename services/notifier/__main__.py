@@ -48,13 +48,34 @@ async def main_async() -> int:
     settings = MailerSettings()
     ready = asyncio.Event()
     runner = await serve_health(settings.metrics_host, settings.metrics_port, ready)
+    from services.waiting import Stopped, until_up, where_dsn
+
+    early_stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, early_stop.set)
     ledger = Ledger(settings.ledger_dsn, settings.instance_id, settings.ledger_lease_seconds,
                     settings.ledger_pool_size)
-    await ledger.open()
-    # status events are batched (linger); a commit waits for them anyway (producer.flush)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5, client_id=settings.instance_id)
-    await producer.start()
+
+    async def start_producer() -> AIOKafkaProducer:
+        # status events are batched (linger); a commit waits for them anyway (producer.flush)
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                             linger_ms=5, client_id=settings.instance_id)
+        try:
+            await p.start()
+        except BaseException:
+            await p.stop()
+            raise
+        return p
+
+    try:
+        await until_up("ledger", where_dsn(settings.ledger_dsn), lambda: ledger.open(timeout=5), log=log,
+                       stop=early_stop)
+        producer = await until_up("broker", settings.kafka_bootstrap, start_producer, log=log, stop=early_stop)
+    except Stopped:
+        await ledger.close()
+        await runner.cleanup()
+        return 0
     pool = SmtpPool(settings)
     contacts = Contacts.from_json(settings.contacts_file) if settings.contacts_file else Contacts.default()
     renderer = Renderer(Context(contacts, settings.mail_from, settings.allow_test_domains), settings.render_workers)

@@ -424,17 +424,26 @@ class Ledger:
         self.dsn = dsn
         self.owner = owner
         self.lease = lease_seconds
-        self._pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
-                                         connection_class=AsyncConnection[DictRow],
-                                         kwargs={"autocommit": True, "row_factory": dict_row})
+        self.pool_size = pool_size
+        self._pool = self._new_pool()
         self._claims: GroupCommit[str, tuple[Notification, Content | None], Claim] = GroupCommit(self._claim_group)
         # SENDING holds a connection until DATA: no lingering; an outcome only has to be written
         # before the status event and the offset commit, so the marks of a few ms go together
         self._sending: GroupCommit[str, str, bool] = GroupCommit(self._mark_sending_many, SENDING_LINGER)
         self._marks: GroupCommit[str, dict[str, Any], bool] = GroupCommit(self._mark_many, MARK_LINGER)
 
-    async def open(self) -> None:
-        await self._pool.open(wait=True)
+    def _new_pool(self) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
+        return AsyncConnectionPool(self.dsn, min_size=1, max_size=self.pool_size, open=False,
+                                   connection_class=AsyncConnection[DictRow],
+                                   kwargs={"autocommit": True, "row_factory": dict_row})
+
+    async def open(self, timeout: float = 30.0) -> None:
+        """Connect (waiting up to ``timeout`` s for the pool's first connections) and apply the schema.
+        May be called again after a failure (the pool a timeout closed is replaced)."""
+        if self._pool.closed:
+            self._pool = self._new_pool()
+        await self._pool.open(wait=False)
+        await self._pool.wait(timeout=timeout)
         async with self._pool.connection() as conn, conn.transaction():
             # two instances starting together must not race on CREATE ... IF NOT EXISTS
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notify.ledger schema'))")

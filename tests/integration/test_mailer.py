@@ -939,3 +939,66 @@ def test_a_backoff_longer_than_the_lease_keeps_the_claim(stack: Any, tmp_path: P
     assert row["status"] == "SENT" and row["attempts"] >= 2 and len(first) == row["attempts"]
     assert '"status": "SENT", "attempt"' in a.log()  # A sent it ...
     assert '"status": "RETRYING"' not in b.log() and '"status": "SENT", "attempt"' not in b.log()  # ... B never tried
+
+
+class Forwarder:
+    """A TCP forwarder on a port of its own, started when the test says: a dependency that comes up late."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: Any = None
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def start(self) -> None:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._client, "127.0.0.1", self.port), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_a_mailer_started_before_its_ledger_waits_for_it_and_says_where(stack: Any, tmp_path: Path, smtp: Any) -> None:
+    """The ledger's PostgreSQL is not there when the mailer starts: it logs each attempt with host and
+    port (no traceback, no credentials), keeps /healthz up, and sends once the database appears."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    tid = f"twait-{uuid.uuid4().hex[:8]}"
+    parts = conninfo_to_dict(stack.pg_dsn)
+    late = Forwarder((str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432)))
+    server = smtp()
+    topic = new_topic(stack)
+    produce(stack, topic, [record(tid)])
+    svc = run_mailer(stack, tmp_path, server.port, topic,
+                     TN_LEDGER_DSN=make_conninfo(stack.pg_dsn, port=str(late.port), password="pg-secret"))
+    deadline = time.monotonic() + 60
+    while svc.log().count('"dependency": "ledger"') < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert svc.log().count('"dependency": "ledger"') >= 2, svc.log()[-3000:]
+    assert f'"at": "127.0.0.1:{late.port}"' in svc.log() and "pg-secret" not in svc.log()
+    assert svc.alive and "Traceback" not in svc.log()
+    late.start()
+    try:
+        server.inbox.wait_for(to(address_of(tid)), timeout=90)
+        assert finish(svc) == 0
+    finally:
+        late.stop()
+    assert server.message_ids() == {mid(tid): 1}
