@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from typing import Any
 
 import typer
@@ -12,7 +13,10 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 
-async def serve_health(host: str, port: int, ready: asyncio.Event) -> Any:
+async def serve_health(host: str, port: int, ready: asyncio.Event,
+                       waiting: dict[str, str] | None = None, stalled: Any = lambda: None) -> Any:
+    """/healthz: 503 while ``stalled()`` names a stall (the consume loop made no progress); /readyz:
+    503 until the consumer runs, saying what it waits for (``waiting['why']``)."""
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -20,10 +24,15 @@ async def serve_health(host: str, port: int, ready: asyncio.Event) -> Any:
         return web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def healthz(_: web.Request) -> web.Response:
+        why = stalled()
+        if why:
+            return web.json_response({"status": "stalled", "why": why}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        return web.json_response({"ready": ready.is_set()}, status=200 if ready.is_set() else 503)
+        if ready.is_set():
+            return web.json_response({"ready": True})
+        return web.json_response({"ready": False, "why": (waiting or {}).get("why", "starting")}, status=503)
 
     web_app = web.Application()
     web_app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)])
@@ -47,7 +56,16 @@ async def main_async() -> int:
     log = logs.get("mailer")
     settings = MailerSettings()
     ready = asyncio.Event()
-    runner = await serve_health(settings.metrics_host, settings.metrics_port, ready)
+    waiting: dict[str, str] = {}
+    mailer_ref: list[Any] = []
+
+    def stalled() -> str | None:
+        if not mailer_ref or not ready.is_set():
+            return None
+        idle = time.monotonic() - mailer_ref[0].progress
+        return f"no progress for {idle:.0f} s" if idle > settings.stall_seconds else None
+
+    runner = await serve_health(settings.metrics_host, settings.metrics_port, ready, waiting, stalled)
     from services.waiting import Stopped, until_up, where_dsn
 
     early_stop = asyncio.Event()
@@ -69,9 +87,12 @@ async def main_async() -> int:
         return p
 
     try:
+        waiting["why"] = f"waiting for the ledger at {where_dsn(settings.ledger_dsn)}"
         await until_up("ledger", where_dsn(settings.ledger_dsn), lambda: ledger.open(timeout=5), log=log,
                        stop=early_stop)
+        waiting["why"] = f"waiting for the broker at {settings.kafka_bootstrap}"
         producer = await until_up("broker", settings.kafka_bootstrap, start_producer, log=log, stop=early_stop)
+        waiting["why"] = "joining the consumer group"
     except Stopped:
         await ledger.close()
         await runner.cleanup()
@@ -81,6 +102,7 @@ async def main_async() -> int:
     renderer = Renderer(Context(contacts, settings.mail_from, settings.allow_test_domains), settings.render_workers)
     await renderer.start()
     mailer = Mailer(settings, ledger, pool, producer, contacts, renderer=renderer)
+    mailer_ref.append(mailer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, mailer.stop.set)  # drain: finish what is in flight, commit, exit

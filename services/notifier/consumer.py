@@ -104,6 +104,7 @@ class Mailer:
     contacts: compose.Contacts
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: drain (no new records, no more retries)
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set: the relay refused us, send nothing more
+    progress: float = field(default_factory=time.monotonic)  # the last poll, outcome or retry (liveness)
     renderer: Renderer | None = None  # None: compose and render on the event loop
     _inflight: dict[str, asyncio.Event] = field(default_factory=dict)
     _claimed: dict[str, tuple[Notification, Claim, Content]] = field(default_factory=dict)  # by claim_batch, not yet used
@@ -148,6 +149,7 @@ class Mailer:
                       message_id: str | None = None, audit: dict[str, str | None] | None = None) -> None:
         """Record a final outcome of a claimed notification: ledger first, then the status event (and
         the dead letter when it failed)."""
+        self.progress = time.monotonic()
         code = attempt.code if attempt else None
         if not await self.ledger.mark(n.notification_id, status, smtp_code=code, reason=reason,
                                       message_id=message_id if status is Status.SENT else None):
@@ -353,6 +355,7 @@ class Mailer:
 
     async def _not_yet(self, n: Notification, result: Attempt, attempt: int, generation: int, mid: str,
                        audit: dict[str, str | None] | None = None) -> None:
+        self.progress = time.monotonic()
         if not await self.ledger.mark(n.notification_id, Status.RETRYING, smtp_code=result.code, reason=result.reason):
             log.warning("mail.lease_lost", notification_id=n.notification_id, during="retry")
             raise LeaseLost(n.notification_id)
@@ -371,9 +374,11 @@ class Mailer:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), min(left, every))
-            if time.monotonic() < until and not self.stop.is_set() and not await self.ledger.renew(n.notification_id):
-                log.warning("mail.lease_lost", notification_id=n.notification_id, during="backoff")
-                raise LeaseLost(n.notification_id)
+            if time.monotonic() < until and not self.stop.is_set():
+                if not await self.ledger.renew(n.notification_id):
+                    log.warning("mail.lease_lost", notification_id=n.notification_id, during="backoff")
+                    raise LeaseLost(n.notification_id)
+                self.progress = time.monotonic()  # a backoff kept alive is progress
         if self.stop.is_set() or self.halt.is_set():
             await self.ledger.release(n.notification_id)
             raise Abandoned(n.notification_id)
@@ -471,6 +476,7 @@ async def wait_until(consumer: AIOKafkaConsumer, until: float, mailer: Mailer) -
     """Hold off until ``until`` (epoch seconds), polling with every partition paused so the group
     keeps this member."""
     while time.time() < until and not mailer.stop.is_set():
+        mailer.progress = time.monotonic()
         consumer.pause(*consumer.assignment())
         await consumer.getmany(timeout_ms=min(1000, int((until - time.time()) * 1000) + 1))
     consumer.resume(*consumer.assignment())
@@ -519,6 +525,7 @@ async def consume(mailer: Mailer, ready: asyncio.Event | None = None) -> None:
         ready.set()
     try:
         while not mailer.stop.is_set():
+            mailer.progress = time.monotonic()
             batch = await consumer.getmany(timeout_ms=500, max_records=s.batch_size)
             if not batch:
                 continue

@@ -995,6 +995,8 @@ def test_a_mailer_started_before_its_ledger_waits_for_it_and_says_where(stack: A
     assert svc.log().count('"dependency": "ledger"') >= 2, svc.log()[-3000:]
     assert f'"at": "127.0.0.1:{late.port}"' in svc.log() and "pg-secret" not in svc.log()
     assert svc.alive and "Traceback" not in svc.log()
+    assert _health(svc, "/readyz") == (503, {"ready": False, "why": f"waiting for the ledger at 127.0.0.1:{late.port}"})
+    assert _health(svc, "/healthz")[0] == 200  # alive: waiting is not a stall
     late.start()
     try:
         server.inbox.wait_for(to(address_of(tid)), timeout=90)
@@ -1002,3 +1004,47 @@ def test_a_mailer_started_before_its_ledger_waits_for_it_and_says_where(stack: A
     finally:
         late.stop()
     assert server.message_ids() == {mid(tid): 1}
+
+
+def _health(svc: Service, path: str) -> tuple[int, Any]:
+    import json
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{svc.env['TN_METRICS_PORT']}{path}", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, None  # not listening yet
+
+
+def test_a_ledger_that_stops_answering_makes_the_mailer_unhealthy_until_it_answers(
+        stack: Any, tmp_path: Path, smtp: Any) -> None:
+    """The ledger's table is locked by another session (a stuck database): the mailer's claim waits, its
+    loop makes no progress, and /healthz says so (503 stalled) until the lock goes; then it sends."""
+    tid = f"tstall-{uuid.uuid4().hex[:8]}"
+    server = smtp()
+    topic = new_topic(stack)
+    svc = run_mailer(stack, tmp_path, server.port, topic, TN_STALL_SECONDS="4")
+    deadline = time.monotonic() + 60
+    while _health(svc, "/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert _health(svc, "/readyz") == (200, {"ready": True}) and _health(svc, "/healthz")[0] == 200
+    blocker = psycopg.connect(stack.pg_dsn)
+    try:
+        blocker.execute("LOCK TABLE notify.ledger IN ACCESS EXCLUSIVE MODE")
+        produce(stack, topic, [record(tid)])
+        deadline = time.monotonic() + 60
+        while _health(svc, "/healthz")[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        status, body = _health(svc, "/healthz")
+        assert status == 503 and body["status"] == "stalled" and "no progress" in body["why"], svc.log()[-2000:]
+    finally:
+        blocker.rollback()
+        blocker.close()
+    server.inbox.wait_for(to(address_of(tid)), timeout=60)
+    deadline = time.monotonic() + 30
+    while _health(svc, "/healthz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert _health(svc, "/healthz") == (200, {"status": "ok"})
+    assert finish(svc) == 0
