@@ -122,7 +122,7 @@ class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
     render_workers: int = Field(0, ge=0, description="processes that compose and render emails; 0 = on the event loop")
     ledger_pool_size: int = Field(4, ge=1, description="PostgreSQL connections of the ledger")
     session_timeout_ms: int = Field(10000, ge=6000, description="Kafka consumer session timeout")
-    stall_seconds: float = Field(300.0, gt=0, description="liveness: /healthz answers 503 when the consume loop "
+    stall_seconds: float = Field(120.0, gt=0, description="liveness: /healthz answers 503 when the consume loop "
                                  "has made no progress (no poll, no outcome) for this long")
     fault_linger_seconds: float = Field(15.0, ge=0, description="after a fatal fault (530/535), keep /metrics up "
                                         "this long so the alert is scraped before the process exits")

@@ -72,6 +72,9 @@ def _header_line(name: str, value: str) -> bytes:
             value = addr
         elif _PLAIN_NAME.fullmatch(display) and "=?" not in display:
             value = email.utils.formataddr((display, addr))
+            if len(name) + 2 + len(value) > 78:  # folded before the address
+                cut = value.rindex(" <")
+                value = value[:cut] + "\r\n" + value[cut:]
         else:
             value = f"{_encoded(name, display)}\r\n <{addr}>"
     elif _ONE_WORD.fullmatch(value) and len(name) + 2 + len(value) <= 78 and "=?" not in value:

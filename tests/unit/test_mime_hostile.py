@@ -92,6 +92,13 @@ def test_hostile_names_in_the_bytes_sent(title: str, forenames: str, surname: st
     assert text.rstrip("\n") == result.text.replace("\r\n", "\n").rstrip("\n")  # the body as composed
 
 
+def test_plain_names_of_every_length_fold_before_the_address() -> None:
+    inner = test_hostile_names_in_the_bytes_sent.hypothesis.inner_test  # type: ignore[attr-defined]
+    for n in range(70):
+        inner("", "", "A" * n)
+        inner("Dr", "Ada " * (n // 4), "O'Neill-" + "B" * (n % 9))
+
+
 def test_a_ten_kilobyte_forename_and_an_encoded_word_lookalike() -> None:
     record = load("full_record.json")
     record["recipient"].update(forenames="=?utf-8?q?Evil?= " + "Zoë" * 3400, surname="Okafor")
