@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo demo-stop test test-quick unit lint bench up down
+.PHONY: help setup demo demo-stop test test-quick unit lint lock bench up down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ test-quick: setup ## the same without the slow group (crash, kill -9, rebalance)
 
 unit: ## pure tests only, no servers (seconds)
 	$(VENV)/pytest tests/unit tests/contract -q
+
+lock: ## pin every dependency with hashes (requirements/*.lock) from pyproject.toml
+	python3 -m venv /tmp/tn-piptools && /tmp/tn-piptools/bin/pip install -q "pip-tools==7.6.*"
+	/tmp/tn-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-find-links --extra test -o requirements/test.lock pyproject.toml
+	/tmp/tn-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-find-links -o requirements/runtime.lock pyproject.toml
 
 lint: ## ruff
 	$(VENV)/ruff check services tests bench

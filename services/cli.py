@@ -81,7 +81,8 @@ def settings_error(exc: Exception) -> str:
     lines = ["trainee-notify: the configuration is not valid:"]
     for err in exc.errors():  # type: ignore[attr-defined]
         loc = err.get("loc") or ()
-        name = f"TN_{str(loc[0]).upper()}" if loc else "settings"
+        field = str(loc[0]).upper() if loc else ""
+        name = (field if field.startswith("TN_") else f"TN_{field}") if field else "settings"  # an alias: as is
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         lines.append(f"  {name}: {msg}")
     return "\n".join(lines)

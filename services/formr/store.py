@@ -112,6 +112,10 @@ def apply_writes(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> int:
     whose report they may change. Returns how many rows changed."""
     changed = 0
     with conn.cursor() as cur:
+        if writes:
+            # one writer at a time (replicas, or a rebalance): the offices read before the writes must
+            # be those the writes change, not a state another writer is changing meanwhile
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('formr.apply_writes'))")
         touched = _offices_touched(cur, writes) if writes else set()
         for w in writes:
             cur.execute(_UPSERTS[w.table], _params(w))

@@ -106,6 +106,8 @@ async def main_async() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, mailer.stop.set)  # drain: finish what is in flight, commit, exit
+    if early_stop.is_set():  # a SIGTERM that came while the producer started
+        mailer.stop.set()
     log.info("mailer.started", instance=settings.instance_id, topic=settings.netchange_topic)
     code = 0
     try:

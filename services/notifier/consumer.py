@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge, Histogram
@@ -87,8 +88,12 @@ class Abandoned(Exception):
     """A notification given up without an outcome (the mailer is draining): its offset is not committed."""
 
 
-class HeldElsewhere(Abandoned):
-    """Another live instance held (and kept renewing) the claim for longer than one retry backoff."""
+class HeldElsewhere(RuntimeError):
+    """Another live instance held (and kept renewing) the claim for longer than the wait allows: a
+    fault (the record must not be committed past), as the plain RuntimeError before it was."""
+
+
+BUSY_PATIENCE = 240.0  # seconds: below aiokafka's max_poll_interval_ms (300 s) and worth one backoff
 
 
 class LeaseLost(Abandoned):
@@ -262,13 +267,15 @@ class Mailer:
             claimed = None
         claim = claimed[1] if claimed is not None else await self.ledger.claim(n, content)
         waited = 0.0
-        # a live holder renews its lease through its retry backoffs: wait out at most one backoff
-        patience = self.settings.smtp_retry_cap_seconds + 2 * self.settings.ledger_lease_seconds
+        # a live holder renews its lease through its retry backoffs: wait out one backoff, but well
+        # inside Kafka's poll interval (300 s), and as progress (the wait is work, not a stall)
+        patience = min(self.settings.smtp_retry_cap_seconds + 2 * self.settings.ledger_lease_seconds, BUSY_PATIENCE)
         while claim.decision is Decision.BUSY and waited < patience:
             if self.stop.is_set() or self.halt.is_set():
                 raise Abandoned(n.notification_id)  # the other instance will record the outcome
             await asyncio.sleep(0.5)
             waited += 0.5
+            self.progress = time.monotonic()
             claim = await self.ledger.claim(n, content)
         if claim.decision is Decision.SUPERSEDED:
             await self._report_superseded(n, claim.old_hash, content.hash if content else "", claim.generation)
@@ -281,10 +288,10 @@ class Mailer:
             await self._report_uncertain(n, claim)
             return None
         if claim.decision is Decision.BUSY:
-            # still held and renewed by another live instance: it records the outcome; this record is
-            # left uncommitted here (read again after a restart or rebalance, then DONE)
+            # still held and renewed by another live instance: a fault, so that this record is not
+            # committed past (the process restarts and reads it again; by then it is DONE or free)
             log.warning("mail.held_elsewhere", notification_id=n.notification_id, waited_seconds=waited)
-            raise HeldElsewhere(n.notification_id)
+            raise HeldElsewhere(f"notification {n.notification_id} is held by another live instance")
         return claim
 
     async def _compose_and_send(self, n: Notification, claim: Claim, record: dict[str, Any], raw: bytes,
@@ -339,7 +346,8 @@ class Mailer:
             if result.outcome is Outcome.CONFIG:
                 CONFIG_ALERT.set(1)
                 self.halt.set()
-                await self._not_yet(n, result, attempt, generation, composed.message_id, audit)
+                with contextlib.suppress(LeaseLost):  # the alert and the stop matter more than this mark
+                    await self._not_yet(n, result, attempt, generation, composed.message_id, audit)
                 await self.ledger.release(n.notification_id)
                 raise RelayRefused(f"relay refused authentication ({result.code})" if result.code
                                    else result.reason or "relay refused")
@@ -375,7 +383,12 @@ class Mailer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), min(left, every))
             if time.monotonic() < until and not self.stop.is_set():
-                if not await self.ledger.renew(n.notification_id):
+                try:
+                    held = await self.ledger.renew(n.notification_id)
+                except psycopg.OperationalError:  # the database away for a moment: try at the next turn
+                    log.warning("mail.lease_renewal_failed", notification_id=n.notification_id)
+                    continue
+                if not held:
                     log.warning("mail.lease_lost", notification_id=n.notification_id, during="backoff")
                     raise LeaseLost(n.notification_id)
                 self.progress = time.monotonic()  # a backoff kept alive is progress

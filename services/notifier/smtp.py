@@ -122,6 +122,9 @@ class SmtpPool:
                 return Attempt(Outcome.CONFIG, None, f"relay certificate not trusted: {exc.verify_message}")
             except (SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPConnectError,
                     ConnectionError, OSError) as exc:
+                cause = exc.__cause__ or exc.__context__  # implicit TLS: aiosmtplib wraps the TLS error
+                if isinstance(cause, ssl.SSLCertVerificationError):
+                    return Attempt(Outcome.CONFIG, None, f"relay certificate not trusted: {cause.verify_message}")
                 if handed_over:
                     return Attempt(Outcome.UNCERTAIN, None, f"connection lost after DATA: {type(exc).__name__}")
                 return Attempt(Outcome.RETRY, None, f"connection error: {type(exc).__name__}")

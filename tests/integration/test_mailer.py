@@ -112,6 +112,7 @@ class Smtp:
     auth: tuple[str, str] | None = None
     rcpt: Callable[[str], Any] | None = None  # async (address) -> reply string or None (accept), at RCPT
     tls: tuple[Path, Path] | None = None  # (certificate, key): STARTTLS required, AUTH only after it
+    implicit: bool = False  # with tls: TLS from the first byte (port 465 style) instead of STARTTLS
     port: int = field(default_factory=free_port)
     inbox: Inbox = field(default_factory=Inbox)
     data_seen: Counter[str] = field(default_factory=Counter)  # recipient -> DATA commands completed
@@ -148,7 +149,7 @@ class Smtp:
         if self.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
-            kwargs |= {"tls_context": context, "require_starttls": True}
+            kwargs |= {"ssl_context": context} if self.implicit else {"tls_context": context, "require_starttls": True}
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
         return self
@@ -168,8 +169,9 @@ def smtp() -> Iterator[Callable[..., Smtp]]:
     servers: list[Smtp] = []
 
     def make(script: Script | None = None, *, auth: tuple[str, str] | None = None, start: bool = True,
-             rcpt: Callable[[str], Any] | None = None, tls: tuple[Path, Path] | None = None) -> Smtp:
-        server = Smtp(script, auth, rcpt, tls)
+             rcpt: Callable[[str], Any] | None = None, tls: tuple[Path, Path] | None = None,
+             implicit: bool = False) -> Smtp:
+        server = Smtp(script, auth, rcpt, tls, implicit)
         servers.append(server)
         return server.start() if start else server
 
@@ -430,15 +432,16 @@ def test_a_login_in_clear_is_refused_before_anything_starts(stack: Any, tmp_path
     assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_a_relay_certificate_not_trusted_sends_nothing_and_says_why(stack: Any, tmp_path: Path, smtp: Any,
-                                                                    relay_certs: dict[str, Path]) -> None:
+                                                                    relay_certs: dict[str, Path], security: str) -> None:
     """STARTTLS to a relay whose certificate this mailer does not trust (no TN_SMTP_CA_FILE): a
     configuration fault like a refused login, not a reason to retry: one clear line, the alert, exit 3."""
     tid = f"tcert-{uuid.uuid4().hex[:8]}"
-    server = smtp(tls=(relay_certs["cert"], relay_certs["key"]))
+    server = smtp(tls=(relay_certs["cert"], relay_certs["key"]), implicit=security == "tls")
     topic = new_topic(stack)
     produce(stack, topic, [record(tid)])
-    svc = run_mailer(stack, tmp_path, server.port, topic, TN_SMTP_SECURITY="starttls", TN_FAULT_LINGER_SECONDS="20")
+    svc = run_mailer(stack, tmp_path, server.port, topic, TN_SMTP_SECURITY=security, TN_FAULT_LINGER_SECONDS="20")
     alert = None
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline and alert != 1.0:
