@@ -109,18 +109,28 @@ def proxy_secret(scratch: Path) -> str:
 
 def start_proxy(scratch: Path, upstream: str, groups: str) -> ServiceProc:
     """Start the demo's sign-in stand-in in front of the report (or return the one running)."""
+    def argv(port: int) -> list[str]:
+        return [*_command(), "demo", "proxy", "--upstream", upstream, "--port", str(port), "--groups", groups]
+
+    return _start(PROXY, scratch, argv, lambda port: {**os.environ, "TN_FORMR_PROXY_SECRET": proxy_secret(scratch)})
+
+
+def _start(name: str, scratch: Path, argv: Callable[[int], list[str]], env: Callable[[int], dict[str, str]],
+           before: Callable[[], None] = lambda: None) -> ServiceProc:
+    """Spawn ``argv(port)`` on a free port with ``env(port)``, recorded under ``name`` in the demo's
+    state (or return the one recorded and still running). Idempotent."""
     scratch = scratch.resolve()
     state = _load(scratch)
-    current = state.services.get(PROXY)
+    current = state.services.get(name)
     if current is not None and pid_alive(current.pid):
         return current
     port = free_port()
-    log_file = scratch / "logs" / f"{PROXY}.log"
-    env = {**os.environ, "TN_FORMR_PROXY_SECRET": proxy_secret(scratch)}
-    proc = spawn([*_command(), "demo", "proxy", "--upstream", upstream, "--port", str(port), "--groups", groups],
-                 log_file=log_file, cwd=scratch, env=env)
-    started = ServiceProc(name=PROXY, pid=proc.pid, port=port, log_file=str(log_file))
-    _save(scratch, DemoState({**state.services, PROXY: started}))
+    before()
+    log_file = scratch / "logs" / f"{name}.log"
+    proc = spawn(argv(port), log_file=log_file, cwd=scratch, env=env(port))
+    started = ServiceProc(name=name, pid=proc.pid, port=port, log_file=str(log_file))
+    _save(scratch, DemoState({**state.services, name: started}))
+    log.info("service started", service=name, pid=proc.pid, port=port)
     return started
 
 
@@ -143,22 +153,16 @@ def running(scratch: Path) -> dict[str, ServiceProc]:
 def start_service(name: str, scratch: Path, *, bootstrap: str, smtp_port: int, pg_dsn: str = "") -> ServiceProc:
     """Start ``trainee-notify <name> run`` in the background (or return the one running). Idempotent."""
     scratch = scratch.resolve()
-    state = _load(scratch)
-    current = state.services.get(name)
-    if current is not None and pid_alive(current.pid):
-        return current
-    port = free_port()
-    # RocksDB is only a cache of the changelog topics: a fresh start rebuilds it from Kafka, and a
-    # stale one from an earlier stack (whose topics are gone) would stop Faust with a ConsistencyError
-    shutil.rmtree(scratch / "data" / name, ignore_errors=True)
-    (scratch / "data" / name).mkdir(parents=True, exist_ok=True)
-    log_file = scratch / "logs" / f"{name}.log"
-    env = service_env(name, bootstrap=bootstrap, smtp_port=smtp_port, port=port, scratch=scratch, pg_dsn=pg_dsn)
-    proc = spawn([*_command(), name, "run"], log_file=log_file, cwd=scratch, env=env)
-    started = ServiceProc(name=name, pid=proc.pid, port=port, log_file=str(log_file))
-    _save(scratch, DemoState({**state.services, name: started}))
-    log.info("service started", service=name, pid=proc.pid, port=port)
-    return started
+
+    def fresh_data_dir() -> None:
+        # RocksDB is only a cache of the changelog topics: a fresh start rebuilds it from Kafka, and a
+        # stale one from an earlier stack (whose topics are gone) would stop Faust with a ConsistencyError
+        shutil.rmtree(scratch / "data" / name, ignore_errors=True)
+        (scratch / "data" / name).mkdir(parents=True, exist_ok=True)
+
+    return _start(name, scratch, lambda port: [*_command(), name, "run"],
+                  lambda port: service_env(name, bootstrap=bootstrap, smtp_port=smtp_port, port=port, scratch=scratch,
+                                           pg_dsn=pg_dsn), before=fresh_data_dir)
 
 
 def stop_services(scratch: Path) -> list[str]:

@@ -370,6 +370,16 @@ def _metric(svc: Service, name: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def wait_alert(svc: Service, timeout: float = 40) -> None:
+    """Until the mailer's configuration alert (mailer_relay_refused_auth) is 1."""
+    alert = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alert != 1.0:
+        alert = _metric(svc, "mailer_relay_refused_auth")
+        time.sleep(0.2)
+    assert alert == 1.0, svc.log()[-3000:]
+
+
 @pytest.fixture(scope="module")
 def relay_certs(tmp_path_factory: Any) -> dict[str, Path]:
     """A throwaway CA and a relay certificate for 127.0.0.1 signed by it (openssl, Debian's)."""
@@ -402,12 +412,7 @@ def test_relay_refusing_auth_stops_the_mailer_with_an_alert(stack: Any, tmp_path
     if credentials:
         env |= {"TN_SMTP_USERNAME": credentials[0], "TN_SMTP_PASSWORD": credentials[1]}
     svc = run_mailer(stack, tmp_path, server.port, topic, **env)
-    alert = None
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and alert != 1.0:
-        alert = _metric(svc, "mailer_relay_refused_auth")
-        time.sleep(0.2)
-    assert alert == 1.0, svc.log()[-3000:]
+    wait_alert(svc)
     code = finish(svc)  # SIGTERM ends the linger
     assert code == 3
     assert not server.inbox.messages
@@ -442,12 +447,7 @@ def test_a_relay_certificate_not_trusted_sends_nothing_and_says_why(stack: Any, 
     topic = new_topic(stack)
     produce(stack, topic, [record(tid)])
     svc = run_mailer(stack, tmp_path, server.port, topic, TN_SMTP_SECURITY=security, TN_FAULT_LINGER_SECONDS="20")
-    alert = None
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and alert != 1.0:
-        alert = _metric(svc, "mailer_relay_refused_auth")
-        time.sleep(0.2)
-    assert alert == 1.0, svc.log()[-3000:]
+    wait_alert(svc)
     assert finish(svc) == 3
     [line] = [ln for ln in svc.log().splitlines() if '"event": "mailer.relay_refused_auth"' in ln]
     assert "relay certificate not trusted" in line and "certificate" in line
