@@ -9,6 +9,7 @@ and exits with status 1.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 import typer
@@ -88,6 +89,15 @@ def settings_error(exc: Exception) -> str:
     return "\n".join(lines)
 
 
+def unparsable_setting(exc: Exception) -> str:
+    """pydantic-settings' "error parsing value for field "x" ...": the variable named, not the value."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    name = f"TN_{found.group(1).upper()}" if found else "a TN_ variable"
+    why = type(exc.__cause__).__name__ if exc.__cause__ is not None else "unreadable"
+    return (f"trainee-notify: the configuration is not valid:\n  {name}: cannot be read ({why}); "
+            "lists and maps are JSON, e.g. [\"a\", \"b\"] or {\"k\": \"v\"}")
+
+
 def main() -> None:
     from pydantic import ValidationError
 
@@ -96,10 +106,15 @@ def main() -> None:
     except SubcommandImportError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None
+    from pydantic_settings import SettingsError
+
     try:
         app()  # typer re-raises what a command raised (its hook would print a traceback)
     except ValidationError as exc:
         print(settings_error(exc), file=sys.stderr)
+        raise SystemExit(2) from None
+    except SettingsError as exc:  # a value that is not even JSON where JSON is expected (lists, maps)
+        print(unparsable_setting(exc), file=sys.stderr)
         raise SystemExit(2) from None
 
 
