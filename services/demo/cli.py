@@ -9,7 +9,6 @@ Output names trainees by id only.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from services.demo import maildev, runner
+from services.demo import formr_demo, maildev, runner
 from services.demo.generator import generate
 from services.demo.load import load, read_population, row_counts
 from services.demo.script import DayScript, Step, plan_day, play
@@ -131,37 +130,9 @@ def _start_services(scratch: Path, info: Any, md: maildev.MailDev) -> dict[str, 
     for name, svc in started.items():
         console.print(f"[green]{name}[/] running, pid {svc.pid}, log {svc.log_file}")
     if "formr" in started:
-        from services.demo import refdata as ref
-
-        groups = ",".join(o.name for o in ref.LOCAL_OFFICES)
-        proxy = runner.start_proxy(scratch, started["formr"].url, groups)
-        deadline = time.monotonic() + 30
-        while not runner.http_ok(proxy.url + "/healthz"):
-            if time.monotonic() > deadline:
-                raise StackError(f"the report's demo sign-in proxy did not start (see {proxy.log_file})")
-            time.sleep(0.5)
-        started[runner.PROXY] = proxy
-        _first_reminder_pass(started["formr"])
+        started[runner.PROXY] = formr_demo.start_report_proxy(scratch, started["formr"])
+        formr_demo.first_reminder_pass(started["formr"], console)
     return started
-
-
-def _first_reminder_pass(formr: runner.ServiceProc, timeout: float = 180) -> None:
-    """Wait for the Form R service's first reminder pass: it sends what is already due for the seeded
-    population (the catch-up a first deployment makes), before the day starts and the inbox is cleared."""
-    with console.status("Waiting for the Form R service's first reminder pass..."):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in Path(formr.log_file).read_text(errors="replace").splitlines():
-                if '"formr.reminders.pass"' in line:
-                    try:
-                        sent = json.loads(line).get("sent")
-                    except ValueError:
-                        sent = "?"
-                    console.print(f"[green]Form R reminders[/]: the first pass sent {sent} already due "
-                                  "(cleared from the inbox before the day starts)")
-                    return
-            time.sleep(1.0)
-    raise StackError(f"the Form R service made no reminder pass in {timeout:.0f} s (see {formr.log_file})")
 
 
 def _play_day(info: Any, md: maildev.MailDev, seed: int) -> tuple[DayScript, float]:
@@ -228,20 +199,13 @@ def _await_results(info: Any, md: maildev.MailDev, script: DayScript, started: f
 
 # ---------------------------------------------------------------------------------------------- output
 
-REMINDER_SUBJECT = "Submit your Form R"
-
-
-def is_reminder(message: dict[str, Any]) -> bool:
-    return str(message.get("subject") or "").startswith(REMINDER_SUBJECT)
-
-
 def _received_counts(script: DayScript, received: list[dict[str, Any]], reminders: bool = False) -> dict[str, int]:
     """Digests (or, with ``reminders``, Form R reminders) received per trainee, matched by recipient
     address (old and new addresses count)."""
     by_address = script.trainee_of_address()
     counts: dict[str, int] = {}
     for message in received:
-        if is_reminder(message) != reminders:
+        if formr_demo.is_reminder(message) != reminders:
             continue
         for address in maildev.recipients(message):
             tid = by_address.get(address)
@@ -284,48 +248,6 @@ def _summary(script: DayScript, seen: Seen | None, received: list[dict[str, Any]
         mark = "" if seen is None and received is None else ("[red]differs[/]" if tid in bad else "[green]ok[/]")
         table.add_row(tid, steps[tid], changes, "-" if seen is None else _fmt(seen.get(tid, [])), str(want),
                       "-" if received is None else str(counts.get(tid, 0)), mark)
-    return table
-
-
-def reminder_mismatches(script: DayScript, received: list[dict[str, Any]]) -> list[str]:
-    counts = _received_counts(script, received, reminders=True)
-    want = {t: script.reminders.get(t, 0) for t in script.addresses}
-    return [t for t, n in want.items() if counts.get(t, 0) != n]
-
-
-def still_at_risk(script: DayScript, proxy: runner.ServiceProc, timeout: float = 60) -> list[str]:
-    """The trainees the script takes out of "at risk" that the report (read through the demo's
-    sign-in proxy, as a programme manager would) still shows at risk after ``timeout``."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    left = list(script.leaves_at_risk)
-    while left and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(proxy.url + "/report.json", timeout=10) as resp:
-                rows = json.loads(resp.read())["rows"]
-        except (OSError, ValueError, KeyError):
-            rows = []
-        seen = {r["trainee_id"]: r["at_risk"] for r in rows}
-        left = [t for t in script.leaves_at_risk if seen.get(t) is not False]
-        if left:
-            time.sleep(1.0)
-    return left
-
-
-def _formr_table(script: DayScript, received: list[dict[str, Any]], left: list[str]) -> Table:
-    table = Table(title="Form R (ids only)")
-    for col in ("trainee", "step", "expected", "seen", ""):
-        table.add_column(col)
-    counts = _received_counts(script, received, reminders=True)
-    for tid in script.leaves_at_risk:
-        ok = tid not in left
-        table.add_row(tid, "Form R submitted", "at risk -> not at risk in the report",
-                      "not at risk" if ok else "still at risk", "[green]ok[/]" if ok else "[red]differs[/]")
-    for tid, want in script.reminders.items():
-        got = counts.get(tid, 0)
-        table.add_row(tid, "ARCP booked", f"{want} reminder email", f"{got} received",
-                      "[green]ok[/]" if got == want else "[red]differs[/]")
     return table
 
 
@@ -384,9 +306,10 @@ def run_cmd(scratch: Path | None = ScratchOpt, trainees: int = TraineesOpt, seed
     console.print(_summary(script, seen, received))
     formr_bad: list[str] = []
     if runner.PROXY in services and received is not None:
-        left = still_at_risk(script, services[runner.PROXY])
-        console.print(_formr_table(script, received, left))
-        formr_bad = left + reminder_mismatches(script, received)
+        left = formr_demo.still_at_risk(script, services[runner.PROXY])
+        reminded = _received_counts(script, received, reminders=True)
+        console.print(formr_demo.table(script, reminded, left))
+        formr_bad = left + formr_demo.reminder_mismatches(script, reminded)
     _verdict(script, seen, received, formr_bad)
 
 

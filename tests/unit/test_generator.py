@@ -169,7 +169,7 @@ def test_day_script_covers_the_cases(pop: Population) -> None:
 def test_day_script_form_r_steps_take_a_trainee_out_of_at_risk_and_book_a_reminder(pop: Population) -> None:
     import datetime as dt
 
-    from services.demo.script import _report_rows
+    from services.demo.formr_script import _report_rows
     from services.formr import reminders, rules
 
     script = plan_day(pop, day=DEFAULT_AS_OF, seed=1, run_label="t")
