@@ -72,8 +72,9 @@ class AggregatorSettings(KafkaSettings, DaySettings):
                                   "keeps a copy of other partitions' state, so a fail-over does not replay "
                                   "the changelog (production: 1)")
     state_cache: int = Field(5000, ge=1, description="decoded trainee states kept in memory per worker")
-    stall_seconds: float = Field(120.0, gt=0, description="no event processed this long while its partitions "
-                                 "have lag: /healthz fails and the stall is logged with what is pending")
+    stall_seconds: float = Field(120.0, gt=0, description="an input partition with lag whose committed offset "
+                                 "has not moved this long is stalled (/healthz fails, logged with faust's view "
+                                 "of it); half-way, it is fetched again from its committed offset once")
     exit_on_stall: bool = Field(True, description="after a stall, exit (code 3) so the supervisor restarts the "
                                 "worker; state and offsets are in Kafka, so a restart is safe")
 

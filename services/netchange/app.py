@@ -21,10 +21,7 @@ leader topic) are declared in :mod:`services.topics` and created before the work
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import re
-import sys
 import time
 from typing import Any
 
@@ -34,9 +31,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from services import logs, serde
 from services.netchange import trainee as tf
+from services.netchange import watchdog
 from services.netchange.cdc import ENTITIES, Change, MalformedEnvelope, parse_envelope
 from services.netchange.days import Calendar
-from services.netchange.stall import Verdict, Watch
+from services.netchange.stall import Watch
 from services.netchange.trainee import Fold, TraineeState
 from services.netchange.watermark import Clock, WallClock, watermark
 from services.settings import AggregatorSettings
@@ -53,7 +51,6 @@ LATE = Counter("netchange_late_events_total", "events that arrived after their d
 DEAD = Counter("netchange_dead_letters_total", "events or records sent to the CDC dead-letter topic", ["reason"])
 WRITES = Counter("netchange_state_writes_total", "trainee states written to the table (one changelog message each)")
 WM_LAG = Gauge("netchange_watermark_lag_seconds", "how far the watermark is held behind the wall clock")
-STALLED = Gauge("netchange_stalled", "1 when no event was processed for TN_STALL_SECONDS while there is lag")
 WM_FORCED = Gauge("netchange_watermark_forced", "1 when the connector lags past the maximum hold (alert)")
 WM_APPLIED = Gauge("netchange_watermark_applied_seconds", "the watermark each input partition's days are closed to",
                    ["partition"])
@@ -116,7 +113,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
                          options=_rocksdb_options())
 
     progress: dict[str, int] = {}  # the connector's progress: newest source time and heartbeat seen
-    watch = Watch(settings.stall_seconds, stages=("aggregate",), moved={"aggregate": time.monotonic()})
+    watch = Watch(settings.stall_seconds)
     # when the agent last crashed, last wrote the table, and whether closing days last failed
     health = {"crashed": 0.0, "written": 0.0, "close_failed": 0.0}
     warned: set[str] = set()  # configuration faults already logged as errors (once each)
@@ -329,8 +326,6 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
     async def aggregate(stream: Any) -> None:
         try:
             async for event in stream.events():
-                now = time.monotonic()
-                watch.progress("aggregate", now)
                 msg = event.message
                 if msg.topic == ticks_name:
                     try:
@@ -389,33 +384,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-    def lagging() -> list[str]:
-        """Input partitions whose newest offset is past what this worker has committed."""
-        out = []
-        for tp in app.consumer.assignment():
-            if tp.topic not in inputs.topics:
-                continue
-            committed = app.consumer._committed_offset.get(tp)  # faust keeps no public view of it
-            high = app.consumer.highwater(tp)
-            if high is not None and high > (committed or 0) + 1:
-                out.append(f"{tp.topic}:{tp.partition}")
-        return sorted(out)
-
-    def busy() -> bool:
-        return app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set()
-
-    @app.timer(interval=max(1.0, min(10.0, settings.stall_seconds / 4)))
-    async def watchdog() -> None:
-        verdict, behind = watch.check(time.monotonic(), busy=busy(), lagging=lambda _: lagging(), starved=False)
-        STALLED.set(1 if verdict in (Verdict.STALLED, Verdict.STILL) else 0)
-        if verdict is Verdict.STALLED:
-            log.error("aggregator.stalled", idle_seconds=round(watch.idle(time.monotonic())["aggregate"], 1),
-                      lagging=behind, exiting=settings.exit_on_stall)
-            if settings.exit_on_stall:
-                logging.shutdown()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(3)  # a restart is safe: state and offsets are in Kafka (as after kill -9)
+    busy = watchdog.install(app, settings, inputs.topics, watch)
 
     def table_usable() -> bool:
         return changelog_partitions in (None, settings.topic_partitions)

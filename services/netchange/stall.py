@@ -1,25 +1,29 @@
-"""When is a worker stalled? The watchdog's policy, without I/O (the Faust shell asks and acts).
+"""When is a partition stuck? The watchdog's policy, without I/O (the Faust shell asks and acts).
 
-A stage (``resolve`` or ``fold``) is stalled when it has not processed anything for
-``stall_seconds`` while one of its input partitions has records it has not committed. Idle with no
-lag is just a quiet day. Half-way there, if the shell finds something to repair (faust has left input
-partitions out of its fetches, or dropped fetched records), it repairs it once (``HEAL``); at the full
-time the worker reports ``STALLED`` once, and the
-shell exits so that its supervisor restarts it. Time spent rebalancing or recovering tables is not
-idleness: the clock starts again when the worker is ready.
+The shell hands over, every round, each input partition that is *behind*: the broker's end offset is
+past what this worker has committed. Such a partition is *stuck* when its committed offset has not
+moved for a while. Records flowing on other partitions do not count: ticks arrive on every
+partition every few seconds, so a worker can look busy while one partition goes nowhere (seen after
+rebalances: faust never fetched a partition it was given, or dropped records it had fetched while
+marking them read, so the commits could never pass them).
+
+Half-way to ``stall_seconds`` a stuck partition is repaired once (``HEAL``: the shell makes faust
+fetch it again from its committed offset; replays are idempotent). At the full time the worker
+reports ``STALLED`` once and the shell exits, so that its supervisor restarts it. Time spent
+rebalancing or recovering tables is not stuck time: the clocks start again when the worker is ready.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 
 class Verdict(Enum):
     OK = "ok"
-    WATCH = "watch"  # behind and idle for a while: not yet a stall
-    HEAL = "heal"  # resume what faust stopped fetching, fetch again what it dropped
+    WATCH = "watch"  # stuck for a while: not yet repaired or stalled
+    HEAL = "heal"  # make faust fetch these partitions again from their committed offsets
     STALLED = "stalled"  # the first time: report it (and exit)
     STILL = "still"  # reported already
 
@@ -27,40 +31,47 @@ class Verdict(Enum):
 @dataclass
 class Watch:
     stall_seconds: float
-    stages: Iterable[str] = ("resolve", "fold")
-    moved: dict[str, float] = field(default_factory=dict)
-    busy: bool = False
-    healed_at: float = 0.0
+    # partition -> (its committed offset when last seen behind, since when it has stayed there)
+    stuck: dict[str, tuple[int | None, float]] = field(default_factory=dict)
+    healed: set[str] = field(default_factory=set)  # repaired once in this episode
     stalled_at: float = 0.0
 
-    def __post_init__(self) -> None:
-        self.moved = {stage: self.moved.get(stage, 0.0) for stage in self.stages}
-
-    def progress(self, stage: str, now: float) -> None:
-        self.moved[stage] = now
-
-    def idle(self, now: float) -> dict[str, float]:
-        return {stage: now - at for stage, at in self.moved.items()}
-
-    def check(self, now: float, *, busy: bool, lagging: Callable[[str], list[str]],
-              starved: bool) -> tuple[Verdict, list[str]]:
-        """The verdict, and the lagging partitions of the stages that are slow."""
-        if busy or self.busy:  # the worker becomes ready: count from now
-            self.moved = dict.fromkeys(self.moved, now)
-            self.busy = busy
+    def check(self, now: float, *, busy: bool,
+              behind: Mapping[str, int | None]) -> tuple[Verdict, list[str]]:
+        """``behind``: each partition whose end offset is past its committed offset, with that committed
+        offset (None: nothing committed yet). The verdict, and the partitions it concerns."""
+        if busy:  # rebalancing or recovering: count from when the worker is ready
+            self.stuck.clear()
+            self.healed.clear()
+            self.stalled_at = 0.0
             return Verdict.OK, []
-        idle = self.idle(now)
-        slow = [stage for stage, secs in idle.items() if secs >= self.stall_seconds / 2]
-        behind = [tp for stage in slow for tp in lagging(stage)]
-        if not behind:
-            self.healed_at = self.stalled_at = 0.0
+        kept = {}
+        for tp, committed in behind.items():
+            seen = self.stuck.get(tp)
+            if seen is not None and seen[0] == committed:
+                kept[tp] = seen
+            else:  # it moved (or is new): a new episode
+                kept[tp] = (committed, now)
+                self.healed.discard(tp)
+        self.stuck = kept
+        self.healed &= set(kept)
+        waited = {tp: now - since for tp, (_, since) in kept.items()}
+        slow = sorted(tp for tp, secs in waited.items() if secs >= self.stall_seconds / 2)
+        if not slow:
+            self.stalled_at = 0.0
             return Verdict.OK, []
-        if starved and not self.healed_at:
-            self.healed_at = now
-            return Verdict.HEAL, behind
-        if max(idle[stage] for stage in slow) < self.stall_seconds:
-            return Verdict.WATCH, behind
+        repair = [tp for tp in slow if tp not in self.healed]
+        if repair:
+            self.healed.update(repair)
+            return Verdict.HEAL, repair
+        stalled = [tp for tp in slow if waited[tp] >= self.stall_seconds]
+        if not stalled:
+            return Verdict.WATCH, slow
         if self.stalled_at:
-            return Verdict.STILL, behind
+            return Verdict.STILL, stalled
         self.stalled_at = now
-        return Verdict.STALLED, behind
+        return Verdict.STALLED, stalled
+
+    def waited(self, now: float) -> dict[str, float]:
+        """How long each stuck partition has stayed where it is."""
+        return {tp: round(now - since, 1) for tp, (_, since) in self.stuck.items()}
