@@ -127,6 +127,8 @@ class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
                                  "has made no progress (no poll, no outcome) for this long")
     fault_linger_seconds: float = Field(15.0, ge=0, description="after a fatal fault (530/535), keep /metrics up "
                                         "this long so the alert is scraped before the process exits")
+    relay_check_seconds: float = Field(30.0, gt=0, description="readiness: how often /readyz checks the relay with "
+                                       "a connection of its own (the broker and the ledger: every 5 s)")
 
 
 class FormrSettings(KafkaSettings, SmtpSettings):

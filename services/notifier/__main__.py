@@ -13,10 +13,11 @@ import typer
 app = typer.Typer(no_args_is_help=True)
 
 
-async def serve_health(host: str, port: int, ready: asyncio.Event,
-                       waiting: dict[str, str] | None = None, stalled: Any = lambda: None) -> Any:
+async def serve_health(host: str, port: int, ready: asyncio.Event, waiting: dict[str, str] | None = None,
+                       stalled: Any = lambda: None, readiness: list[Any] | None = None) -> Any:
     """/healthz: 503 while ``stalled()`` names a stall (the consume loop made no progress); /readyz:
-    503 until the consumer runs, saying what it waits for (``waiting['why']``)."""
+    503 until the consumer runs, saying what it waits for (``waiting['why']``), then while a dependency
+    of ``readiness`` (a :class:`~services.notifier.readiness.Readiness`, once there) does not answer."""
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,6 +32,9 @@ async def serve_health(host: str, port: int, ready: asyncio.Event,
 
     async def readyz(_: web.Request) -> web.Response:
         if ready.is_set():
+            problems = await readiness[0].problems() if readiness else []
+            if problems:
+                return web.json_response({"ready": False, "why": "; ".join(problems)}, status=503)
             return web.json_response({"ready": True})
         return web.json_response({"ready": False, "why": (waiting or {}).get("why", "starting")}, status=503)
 
@@ -49,6 +53,7 @@ async def main_async() -> int:
     from services.notifier.compose import Contacts
     from services.notifier.consumer import Mailer, RelayRefused, consume
     from services.notifier.ledger import Ledger
+    from services.notifier.readiness import Dependency, Readiness
     from services.notifier.render import Context, Renderer
     from services.notifier.smtp import SmtpPool
     from services.settings import MailerSettings
@@ -58,6 +63,7 @@ async def main_async() -> int:
     ready = asyncio.Event()
     waiting: dict[str, str] = {}
     mailer_ref: list[Any] = []
+    readiness: list[Any] = []
 
     def stalled() -> str | None:
         if not mailer_ref or not ready.is_set():
@@ -65,7 +71,7 @@ async def main_async() -> int:
         idle = time.monotonic() - mailer_ref[0].progress
         return f"no progress for {idle:.0f} s" if idle > settings.stall_seconds else None
 
-    runner = await serve_health(settings.metrics_host, settings.metrics_port, ready, waiting, stalled)
+    runner = await serve_health(settings.metrics_host, settings.metrics_port, ready, waiting, stalled, readiness)
     from services.waiting import Stopped, until_up, where_dsn
 
     early_stop = asyncio.Event()
@@ -103,6 +109,12 @@ async def main_async() -> int:
     await renderer.start()
     mailer = Mailer(settings, ledger, pool, producer, contacts, renderer=renderer)
     mailer_ref.append(mailer)
+    readiness.append(Readiness([
+        Dependency("broker", settings.kafka_bootstrap, producer.client.fetch_all_metadata),
+        Dependency("ledger", where_dsn(settings.ledger_dsn), lambda: ledger.ping(timeout=2.0)),
+        Dependency("relay", f"{settings.smtp_host}:{settings.smtp_port}", pool.probe,
+                   every=settings.relay_check_seconds, timeout=min(10.0, settings.smtp_timeout_seconds)),
+    ]))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, mailer.stop.set)  # drain: finish what is in flight, commit, exit

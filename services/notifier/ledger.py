@@ -452,6 +452,16 @@ class Ledger:
     async def close(self) -> None:
         await self._pool.close()
 
+    async def ping(self, timeout: float) -> None:
+        """Readiness: the ledger's table answers a read within ``timeout`` seconds (a stuck database or a
+        lock on the table does not)."""
+        ms = str(max(1, int(timeout * 1000)))
+        async with self._pool.connection(timeout=timeout) as conn, conn.transaction():
+            # the server gives up on its own, so the connection goes back to the pool clean
+            await conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                               (ms, ms))
+            await conn.execute("SELECT 1 FROM notify.ledger LIMIT 1")
+
     async def _execute(self, query: str, params: Any) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(query, params)

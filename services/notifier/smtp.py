@@ -132,6 +132,16 @@ class SmtpPool:
                 if client is not None:
                     client.close()
 
+    async def probe(self) -> None:
+        """Readiness: a connection of our own (greeting, EHLO, TLS and login as configured), then QUIT.
+        Raises what connecting raises; the pool's connections are left alone."""
+        client = self._client()
+        try:
+            await client.connect()
+            await client.quit()
+        finally:
+            client.close()
+
     async def close(self) -> None:
         while not self._idle.empty():
             client = self._idle.get_nowait()

@@ -947,9 +947,9 @@ def test_a_backoff_longer_than_the_lease_keeps_the_claim(stack: Any, tmp_path: P
 class Forwarder:
     """A TCP forwarder on a port of its own, started when the test says: a dependency that comes up late."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
         self.target = target
-        self.port = free_port()
+        self.port = port or free_port()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: Any = None
@@ -1051,3 +1051,53 @@ def test_a_ledger_that_stops_answering_makes_the_mailer_unhealthy_until_it_answe
         time.sleep(0.3)
     assert _health(svc, "/healthz") == (200, {"status": "ok"})
     assert finish(svc) == 0
+
+
+def _until(svc: Service, path: str, status: int, timeout: float = 60) -> tuple[int, Any]:
+    deadline = time.monotonic() + timeout
+    while (answer := _health(svc, path))[0] != status and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return answer
+
+
+def test_readiness_names_the_relay_and_the_ledger_while_they_do_not_answer(
+        stack: Any, tmp_path: Path, smtp: Any) -> None:
+    """/readyz checks the mailer's dependencies: the relay stops answering (its port closed), then the
+    ledger (its table locked by another session): 503 naming each with host and port, while /healthz
+    stays ok (nothing is waiting); each back, ready again, and a record is sent."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    tid = f"tready-{uuid.uuid4().hex[:8]}"
+    server = smtp()
+    relay = Forwarder(("127.0.0.1", server.port))
+    relay.start()
+    topic = new_topic(stack)
+    svc = run_mailer(stack, tmp_path, relay.port, topic, TN_RELAY_CHECK_SECONDS="1")
+    assert _until(svc, "/readyz", 200) == (200, {"ready": True}), svc.log()[-2000:]
+    relay.stop()
+    status, body = _until(svc, "/readyz", 503)
+    assert status == 503 and f"relay at 127.0.0.1:{relay.port} not answering" in body["why"], body
+    assert _health(svc, "/healthz") == (200, {"status": "ok"})
+    back = Forwarder(("127.0.0.1", server.port), port=relay.port)
+    back.start()
+    try:
+        assert _until(svc, "/readyz", 200) == (200, {"ready": True})
+        parts = conninfo_to_dict(stack.pg_dsn)
+        where = f"{parts.get('host') or '127.0.0.1'}:{parts.get('port') or 5432}"
+        blocker = psycopg.connect(stack.pg_dsn)
+        try:
+            blocker.execute("LOCK TABLE notify.ledger IN ACCESS EXCLUSIVE MODE")
+            status, body = _until(svc, "/readyz", 503)
+            assert status == 503 and f"ledger at {where} not answering" in body["why"], body
+            assert "relay" not in body["why"]
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert _until(svc, "/readyz", 200) == (200, {"ready": True})
+        produce(stack, topic, [record(tid)])
+        server.inbox.wait_for(to(address_of(tid)), timeout=60)
+        assert finish(svc) == 0
+    finally:
+        back.stop()
+    log = svc.log()
+    assert '"dependency": "relay"' in log and '"dependency": "ledger"' in log and "pg-secret" not in log
