@@ -139,6 +139,8 @@ class FormrSettings(KafkaSettings, SmtpSettings):
                            description="PostgreSQL conninfo of the read model (schema formr) and the ledger")
     formr_web_host: str = Field("127.0.0.1", description="the report page binds here; localhost unless configured")
     formr_web_port: int = Field(8088, description="the report page's port")
+    stall_seconds: float = Field(120.0, gt=0, description="liveness: /healthz answers 503 when the consume loop "
+                                 "has made no progress (no poll, no outcome) for this long")
     formr_trusted_proxies: list[str] = Field(default_factory=list, description="addresses of the authenticating "
                                              "proxy whose identity headers are believed (JSON list)")
     formr_proxy_secret: SecretStr | None = Field(None, description="a shared secret the proxy sends in "

@@ -73,6 +73,7 @@ def run() -> None:
                                  topics=topics_of(settings.cdc_topic_prefix), dlq_topic=settings.cdc_dlq_topic,
                                  dsn=settings.formr_dsn)
     failed: list[BaseException] = []
+    db_up = threading.Event()
 
     def consume() -> None:
         try:
@@ -84,9 +85,13 @@ def run() -> None:
     import psycopg
 
     from services.formr.store import ensure_schema
+    from services.waiting import Stopped, until_up, where_dsn
 
-    with psycopg.connect(settings.formr_dsn, autocommit=True) as conn:
-        ensure_schema(conn)  # before the page's first query
+    database = where_dsn(settings.formr_dsn)
+
+    def prepare() -> None:
+        with psycopg.connect(settings.formr_dsn, autocommit=True, connect_timeout=5) as conn:
+            ensure_schema(conn)  # before the page's first query
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -94,21 +99,40 @@ def run() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         thread = threading.Thread(target=consume, name="formr-consumer", daemon=True)
-        thread.start()
         pool: ConnectionPool[Any] = ConnectionPool(settings.formr_dsn, min_size=1, max_size=4,
-                                                   kwargs={"autocommit": True}, open=True)
+                                                   kwargs={"autocommit": True}, open=False)
         now = now_from(settings)
         rules = rules_from(settings)
+
         def ready() -> str | None:
+            if not db_up.is_set():
+                return f"waiting for the database at {database}"
             if not thread.is_alive():
                 return "the read model's consumer stopped"
             return None if consumer.synced.is_set() else "the read model is catching up with the change topics"
 
-        runner = web.AppRunner(build_web(OfficeCache(pool), trust_from(settings), rules, now, ready), access_log=None)
+        def stalled() -> str | None:
+            if not db_up.is_set():
+                return None  # waiting for the database is not a stall
+            if not thread.is_alive():
+                return "the read model's consumer stopped"
+            idle = consumer.idle()
+            return f"the read model's consumer made no progress for {idle:.0f} s" if idle > settings.stall_seconds else None
+
+        runner = web.AppRunner(build_web(OfficeCache(pool), trust_from(settings), rules, now, ready, stalled),
+                               access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.formr_web_host, settings.formr_web_port)
         await site.start()
         log.info("formr.web.start", host=settings.formr_web_host, port=settings.formr_web_port)
+        try:  # /healthz answers meanwhile; /readyz says what it waits for
+            await until_up("database", database, lambda: asyncio.to_thread(prepare), log=log, stop=stop)
+        except Stopped:
+            await runner.cleanup()
+            return 0
+        pool.open()
+        db_up.set()
+        thread.start()
         tasks: list[asyncio.Task[Any]] = []
         if settings.formr_reminders:
             from services.formr.remind import reminder_loop

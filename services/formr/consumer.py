@@ -10,6 +10,7 @@ rebalance happens inside ``consume`` — between batches, when everything read h
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,11 @@ class ReadModelConsumer:
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
         self.processed = 0
         self.dead = 0
+        self.progress = time.monotonic()  # the last poll that returned, or batch that was applied
+
+    def idle(self) -> float:
+        """Seconds since the loop last made progress (liveness: a poll returned, a batch was applied)."""
+        return time.monotonic() - self.progress
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         headers = [("reason", reason.encode()), ("source.topic", (msg.topic() or "").encode()),
@@ -130,6 +136,7 @@ class ReadModelConsumer:
             try:
                 while not self.stopping.is_set():
                     msgs = self.consumer.consume(self.batch_size, timeout=0.5)
+                    self.progress = time.monotonic()
                     if not msgs:
                         if not self.caught_up.is_set() and self.at_end():
                             self.caught_up.set()
@@ -137,6 +144,7 @@ class ReadModelConsumer:
                         continue
                     self.caught_up.clear()
                     changed = self.process(conn, msgs)
+                    self.progress = time.monotonic()
                     if self.on_batch is not None:
                         self.on_batch(changed)
             finally:

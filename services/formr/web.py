@@ -40,9 +40,11 @@ Loader = Callable[[tuple[str, ...], dt.date, Rules], list[Row]]
 
 
 def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.datetime],
-              ready: Callable[[], str | None] = lambda: None) -> web.Application:
+              ready: Callable[[], str | None] = lambda: None,
+              stalled: Callable[[], str | None] = lambda: None) -> web.Application:
     """``load(offices, today, rules)`` reads the rows of those offices (``OfficeCache`` in the
-    service); ``ready()`` says why the service is not ready yet, or ``None`` when it is."""
+    service); ``ready()`` says why the service is not ready yet, or ``None`` when it is; ``stalled()``
+    why it is not alive (its consumer stopped making progress), or ``None``."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -110,7 +112,10 @@ def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.dat
                             content_type="application/json")
 
     async def healthz(request: web.Request) -> web.StreamResponse:
-        return web.Response(text="ok\n")
+        why = stalled()
+        if why:
+            return web.json_response({"status": "stalled", "why": why}, status=503)
+        return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.StreamResponse:
         why = ready()

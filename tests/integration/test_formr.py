@@ -232,3 +232,48 @@ def test_reminders_once_per_milestone_across_kill_9(formr: Callable[..., FormrSe
         assert not any(k.startswith((t3, t4)) for k in ledger)
     finally:
         ctl.stop()
+
+
+def test_started_before_its_database_it_waits_and_a_stuck_database_fails_liveness(
+        stack: Any, tmp_path: Path, pg: Any) -> None:
+    """The database is not there at start: the service listens, /healthz ok, /readyz says it waits for
+    the database at host:port, each attempt logged (no traceback); once it appears, ready. Then a stuck
+    database (another session holds the writers' lock while a change arrives): /healthz 503 stalled
+    after TN_STALL_SECONDS, ok again once the lock goes, and the change is in the report."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from tests.integration.test_mailer import Forwarder
+
+    where = conninfo_to_dict(stack.pg_dsn)
+    late = Forwarder((str(where.get("host") or "127.0.0.1"), int(where.get("port") or 5432)))
+    s = FormrService(stack, tmp_path, TN_FORMR_DSN=make_conninfo(stack.pg_dsn, port=str(late.port)),
+                     TN_STALL_SECONDS="4")
+    s.svc.start()
+
+    def answer(path: str) -> tuple[int, Any]:
+        status, body = s.get(path, auth=False)
+        return status, json.loads(body) if body else None
+
+    try:
+        s.wait(lambda: s.svc.log().count('"dependency": "database"') >= 2, "two attempts logged")
+        assert answer("/healthz") == (200, {"status": "ok"})
+        assert answer("/readyz") == (503, {"ready": False, "why": f"waiting for the database at 127.0.0.1:{late.port}"})
+        late.start()
+        s.wait(lambda: answer("/readyz")[0] == 200, "ready once the database is there", timeout=90)
+        tag = uuid.uuid4().hex[:8]
+        office, tid = f"Stuck office {tag}", f"fs-{tag}"
+        blocker = pg()
+        blocker.execute("SELECT pg_advisory_lock(hashtext('formr.apply_writes'))")
+        try:
+            seed(pg(), tid, office, NOW.date() + dt.timedelta(days=20))
+            s.wait(lambda: answer("/healthz")[0] == 503, "liveness to fail", timeout=60)
+            status, body = answer("/healthz")
+            assert status == 503 and body["status"] == "stalled" and "no progress" in body["why"]
+        finally:
+            blocker.execute("SELECT pg_advisory_unlock(hashtext('formr.apply_writes'))")
+        s.wait(lambda: answer("/healthz") == (200, {"status": "ok"}), "liveness back")
+        s.wait(lambda: parts(s.rows(office), tid) == ("missing", "missing", True), "the change in the report")
+    finally:
+        s.svc.stop()
+        late.stop()
+    assert "Traceback" not in s.svc.log()
