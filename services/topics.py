@@ -173,14 +173,22 @@ def _retention(ms: int) -> str:
 
 
 @app.command("apply")
-def apply_cmd(bootstrap: str | None = typer.Option(None, help="default: TN_KAFKA_BOOTSTRAP")) -> None:
+def apply_cmd(bootstrap: str | None = typer.Option(None, help="default: TN_KAFKA_BOOTSTRAP"),
+              as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
     """Create missing topics and set the declared configs on existing ones (idempotent)."""
+    from services.opsctl import common
+
     settings = _settings(bootstrap)
+    with common.cli_errors():  # an unreachable broker: one line naming host and port, exit 3
+        common.ensure_reachable(settings)
     try:
         changes = apply_topics(settings)
     except KafkaException as exc:
         typer.echo(f"error: applying topics on {settings.kafka_bootstrap} failed: {exc.args[0]}", err=True)
         raise typer.Exit(1) from None
+    if as_json:
+        common.print_json([{"topic": c.topic, "action": c.action, "detail": c.detail} for c in changes])
+        return
     table = Table("topic", "action", "detail")
     for c in changes:
         table.add_row(c.topic, c.action, c.detail)

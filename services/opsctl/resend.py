@@ -127,7 +127,7 @@ def connect(dsn: str) -> Any:
     try:
         conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        raise common.Unreachable(f"cannot reach the ledger database ({_where(dsn)}): "
+        raise common.Unreachable(f"cannot reach the ledger database at {_where(dsn)}: "
                                  f"{common.one_line(str(exc).splitlines()[0] if str(exc) else exc)}") from None
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('notify.ledger schema'))")

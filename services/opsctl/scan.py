@@ -3,7 +3,9 @@
 ``scan(settings, admin, topic, ...)`` yields :class:`Raw` records of the chosen partitions from a
 start (earliest, a time, the last N of each partition, or given offsets) to the end offsets seen when
 it started (or for ever with ``follow``), stopping each partition at ``until_ms``. It reads with a
-throw-away consumer group and commits nothing. ``on_progress(done, total)`` is called as it goes.
+throw-away consumer group and commits nothing. ``on_progress(done, total)`` is called as it goes;
+with ``follow``, ``on_live()`` once every partition's records up to those end offsets were yielded
+(from then on, what arrives is new).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def start_offsets(admin: Any, tps: Sequence[tuple[str, int]], start: Start,
 
 def scan(settings: KafkaSettings, admin: Any, topic: str, *, partitions: Sequence[int] | None = None,
          start: Start = Start(earliest=True), until_ms: int | None = None, follow: bool = False,
-         on_progress: Callable[[int, int], None] | None = None, idle_timeout: float = 15.0) -> Iterator[Raw]:
+         on_progress: Callable[[int, int], None] | None = None, idle_timeout: float = 15.0,
+         on_live: Callable[[], None] | None = None) -> Iterator[Raw]:
     """The records of ``topic`` (its ``partitions``, default all) from ``start`` on; see the module."""
     from confluent_kafka import KafkaError, TopicPartition
 
@@ -67,9 +70,19 @@ def scan(settings: KafkaSettings, admin: Any, topic: str, *, partitions: Sequenc
     open_ = {tp[1] for tp in tps if follow or begins[tp] < ends[tp]}
     if not open_:
         return
+    behind = {p for p in open_ if begins[(topic, p)] < ends[(topic, p)]}  # with follow: not yet at the start's end
+
+    def caught_up(p: int) -> None:
+        if p in behind:
+            behind.discard(p)
+            if not behind and on_live is not None:
+                on_live()
+
     c = consumer(settings)
     try:
         c.assign([TopicPartition(topic, p, begins[(topic, p)]) for p in sorted(open_)])
+        if follow and not behind and on_live is not None:
+            on_live()
         idle_since = time.monotonic()
         while open_:
             batch = c.consume(num_messages=500, timeout=0.5)
@@ -82,8 +95,11 @@ def scan(settings: KafkaSettings, admin: Any, topic: str, *, partitions: Sequenc
                 err = msg.error()
                 p = msg.partition()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF and not follow:
-                        open_.discard(p)
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if not follow:
+                            open_.discard(p)
+                        elif msg.offset() >= ends[(topic, p)]:
+                            caught_up(p)
                     continue
                 if p not in open_:
                     continue
@@ -100,7 +116,10 @@ def scan(settings: KafkaSettings, admin: Any, topic: str, *, partitions: Sequenc
                 if on_progress:
                     on_progress(done_count, total)
                 yield Raw(topic, p, off, ts, msg.key(), msg.value(), list(msg.headers() or []))
-                if not follow and off >= end - 1:
-                    open_.discard(p)
+                if off >= end - 1:
+                    if follow:
+                        caught_up(p)
+                    else:
+                        open_.discard(p)
     finally:
         c.close()

@@ -33,6 +33,8 @@ STATUS_ORDER = ["SENT", "PENDING", "SENDING", "RETRYING", "UNCERTAIN", "FAILED",
                 "NO_ADDRESS"]
 GROUP_OPTION = typer.Option(None, "--group", help="show these consumer groups (repeatable; default: the aggregator's "
                             "and the mailer's); an unknown one is an error")
+DAY_OPTION = typer.Option(None, "--day", help="also these days' notifications by ledger status (YYYY-MM-DD; "
+                          "repeatable or comma list), besides today and yesterday")
 _METRIC_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
@@ -41,6 +43,7 @@ class Screen:
     groups: dict[str, Any] = field(default_factory=dict)
     aggregator: dict[str, Any] | None = None
     digests: dict[str, Any] | None = None
+    superseded: dict[str, int] = field(default_factory=dict)  # day -> SUPERSEDED rows not yet resent
     dead_letters: dict[str, Any] = field(default_factory=dict)
     connector: Any = None
     slots: list[Any] = field(default_factory=list)
@@ -97,20 +100,45 @@ def _aggregator(screen: Screen, url: str) -> None:
                                "(see `trainee-notify connector status`)")
 
 
-def _digests(screen: Screen, dsn: str, now: dt.datetime) -> None:
+def parse_days(values: list[str]) -> list[dt.date]:
+    """``--day`` values (YYYY-MM-DD, repeatable or comma lists) → dates; :class:`UsageError` otherwise (pure)."""
+    out = []
+    for value in values:
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            try:
+                out.append(dt.date.fromisoformat(item.strip()[:10]))
+            except ValueError:
+                raise common.UsageError(f"--day wants YYYY-MM-DD, not '{item.strip()}'") from None
+    return out
+
+
+def _digests(screen: Screen, dsn: str, now: dt.datetime, extra_days: list[dt.date] | None = None) -> None:
     ms = common.mailer_settings()
     today = now.astimezone(ZoneInfo(ms.timezone)).date()
     days = [today, today - dt.timedelta(days=1)]
+    days += [d for d in dict.fromkeys(extra_days or []) if d not in days]
     with common.pg_connect(dsn, "ledger database") as conn:
         rows = conn.execute("SELECT left(day, 10), status, count(*) FROM notify.ledger"
                             " WHERE left(day, 10) = ANY(%s) GROUP BY 1, 2", ([d.isoformat() for d in days],)).fetchall()
+        # SUPERSEDED rows wait for an operator whatever their day (a replay re-derives up to 7 days back)
+        undecided = conn.execute("SELECT left(day, 10), count(*) FROM notify.ledger WHERE status = 'SUPERSEDED'"
+                                 " AND NOT resend_requested GROUP BY 1 ORDER BY 1").fetchall()
+    screen.superseded = {str(day): int(n) for day, n in undecided}
+    elsewhere = {day: n for day, n in screen.superseded.items() if day not in {d.isoformat() for d in days}}
+    if elsewhere:
+        screen.warnings.append(f"{sum(elsewhere.values())} SUPERSEDED notification(s) of other days wait for a "
+                               f"decision ({', '.join(f'{d}: {n}' for d, n in elsewhere.items())}): "
+                               "`trainee-notify status --day DAY`, `trainee-notify resend --status SUPERSEDED --help`")
     out: dict[str, Any] = {}
     for d in days:
         counts = {str(s): int(n) for day, s, n in rows if day == d.isoformat()}
         ordered = {s: counts[s] for s in STATUS_ORDER if s in counts} | {
             s: n for s, n in sorted(counts.items()) if s not in STATUS_ORDER}
         due = send_time(d, ms.send_at, ms.timezone)
-        out[d.isoformat()] = {"label": "today" if d == today else "yesterday", "by_status": ordered,
+        label = "today" if d == today else "yesterday" if d == today - dt.timedelta(days=1) else "day"
+        out[d.isoformat()] = {"label": label, "by_status": ordered,
                               "send_at": due.isoformat(), "overdue": bool(counts.get("PENDING")) and now > due
                               and not ms.send_immediately}
         if out[d.isoformat()]["overdue"]:
@@ -135,7 +163,8 @@ def _dead_letters(screen: Screen, settings: Any, admin: Any) -> None:
 
 
 def gather(bootstrap: str | None, aggregator_url: str | None, ledger_dsn: str | None, connect_url: str | None,
-           source_dsn: str | None, now: dt.datetime | None = None, named_groups: list[str] | None = None) -> Screen:
+           source_dsn: str | None, now: dt.datetime | None = None, named_groups: list[str] | None = None,
+           days: list[dt.date] | None = None) -> Screen:
     """Read every part; what fails is recorded in ``unreachable`` and the rest still read."""
     now = now or dt.datetime.now(dt.UTC)
     screen = Screen()
@@ -156,7 +185,7 @@ def gather(bootstrap: str | None, aggregator_url: str | None, ledger_dsn: str | 
         parts += [
                   ("dead letters", lambda: _dead_letters(screen, settings, admin))]
     parts += [("aggregator", lambda: _aggregator(screen, common.aggregator_url(aggregator_url))),
-              ("ledger", lambda: _digests(screen, common.ledger_dsn(ledger_dsn), now))]
+              ("ledger", lambda: _digests(screen, common.ledger_dsn(ledger_dsn), now, days))]
     for what, read in parts:
         try:
             read()
@@ -173,8 +202,19 @@ def gather(bootstrap: str | None, aggregator_url: str | None, ledger_dsn: str | 
     return screen
 
 
-def render(screen: Screen) -> None:
-    out = common.console()
+def from_json(data: dict[str, Any]) -> Screen:
+    """A Screen from ``status --json`` (the docs' capture is re-rendered from it; pure)."""
+    c = data.get("connector")
+    conn = None if c is None else connector.ConnectorState(
+        c["name"], c["state"], c["worker"], [connector.TaskState(**task) for task in c["tasks"]], c.get("trace", ""))
+    return Screen(groups=data["groups"], aggregator=data["aggregator"], digests=data["digests"],
+                  superseded=data.get("superseded", {}), dead_letters=data["dead_letters"], connector=conn,
+                  slots=[connector.Slot(**s) for s in data["slots"]], unreachable=data["unreachable"],
+                  warnings=data["warnings"])
+
+
+def render(screen: Screen, out: Any = None) -> None:
+    out = out or common.console()
     t = Table("group", "state", "members (client id @ host: partitions)", "lag per topic", "total lag",
               title="consumer groups")
     for gid, g in screen.groups.items():
@@ -197,7 +237,7 @@ def render(screen: Screen) -> None:
         cols = statuses + extra or ["(none)"]
         t = Table("day", *cols, "digests go at", title="notifications by ledger status")
         for day, d in screen.digests.items():
-            t.add_row(f"{d['label']} {day}", *[str(d["by_status"].get(s, 0)) for s in cols],
+            t.add_row(f"{d['label']} {day}" if d["label"] != "day" else day, *[str(d["by_status"].get(s, 0)) for s in cols],
                       d["send_at"] + (" [red](overdue)[/]" if d["overdue"] else ""))
         out.print(t)
     if screen.dead_letters:
@@ -227,10 +267,12 @@ def status(
     connect_url: str | None = connector.CONNECT_URL_OPTION,
     source_dsn: str | None = connector.SOURCE_DSN_OPTION,
     group: list[str] | None = GROUP_OPTION,
+    day: list[str] | None = DAY_OPTION,
 ) -> None:
     """One screen: groups and lag, the aggregator's watermark, digests by status, dead letters, connector."""
     with common.cli_errors():
-        screen = gather(bootstrap, aggregator_url, ledger_dsn, connect_url, source_dsn, named_groups=group)
+        screen = gather(bootstrap, aggregator_url, ledger_dsn, connect_url, source_dsn, named_groups=group,
+                        days=parse_days(list(day or [])))
         if as_json:
             common.print_json(screen)
         else:

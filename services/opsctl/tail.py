@@ -7,7 +7,8 @@ are masked unless ``--show-personal``, which writes an audit line with the opera
 Where it starts: ``--from-beginning``; ``--since 2h`` (or a date-time); otherwise the last
 ``--limit`` records (default 20) of the topic. It stops at the end offsets seen at the start, or
 at ``--until``; ``--follow`` keeps reading new records until interrupted (or ``--limit`` records were
-shown). ``--json`` prints one JSON
+shown), and says on stderr (``following TOPIC …``) when it has shown what was there and waits for new
+ones. ``--json`` prints one JSON
 object per line. Exit codes: see services/opsctl/common.py.
 """
 
@@ -119,9 +120,15 @@ def tail(
             if newest and not trainee:
                 start = Start(last=limit or DEFAULT_LIMIT)
             shown = 0
+
+            def live() -> None:  # on stderr, so that --json stays one record a line
+                which = "every partition" if parts is None else f"partition {', '.join(map(str, parts))}"
+                common.console(stderr=True).print(f"[dim]following {topic} ({which}): new records as they arrive; "
+                                                  "Ctrl-C stops[/]")
+
             try:
                 for raw in scan(settings, admin, topic, partitions=parts, start=start, until_ms=until_ms,
-                                follow=True):
+                                follow=True, on_live=live):
                     d = decoded_of(raw)
                     if d is None:
                         continue

@@ -108,7 +108,8 @@ def answers(events: list[Event]) -> list[dict[str, Any]]:
             if row.get("record_id") == rid or (isinstance(nid, str) and nid.startswith(f"{rid}:")):
                 told.append({"notification_id": nid, "kind": row.get("kind"), "status": row.get("status"),
                              "sent_at": row.get("sent_at"), "message_id": row.get("message_id"),
-                             "generation": row.get("generation")})
+                             "generation": row.get("generation"), "content_hash": row.get("content_hash"),
+                             "superseded_hash": row.get("superseded_hash")})
         out.append({"record_id": rid, "day": e.detail.get("day"), "changes": e.what, "notifications": told})
     return out
 
@@ -202,7 +203,9 @@ def ledger_events(dsn: str, trainee: str) -> list[Event]:
         cur = conn.execute("SELECT * FROM notify.ledger WHERE trainee_id = %s ORDER BY day, kind", (trainee,))
         cols = [c.name for c in cur.description or []]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    for row in rows:
+    for full in rows:
+        # the ledger's copies of the records (Avro bytes, with the address) are not shown; their hashes are
+        row = {k: v for k, v in full.items() if k not in LEDGER_COPIES}
         nid = row["notification_id"]
         events.append(Event(row["created_at"], "ledger", f"{nid} claimed", nid, row))
         if row.get("sent_at"):
@@ -211,8 +214,19 @@ def ledger_events(dsn: str, trainee: str) -> list[Event]:
         if row.get("status") != "SENT" or (row.get("updated_at") and row.get("sent_at")
                                            and row["updated_at"] > row["sent_at"] + dt.timedelta(seconds=1)):
             extra = f": {row['reason']}" if row.get("reason") else ""
+            if row.get("status") == "SUPERSEDED":
+                extra += (f" ({str(row.get('superseded_status') or '').lower() or 'final'} content "
+                          f"{_short_hash(row.get('content_hash'))}, new content {_short_hash(row.get('superseded_hash'))};"
+                          " decide: `trainee-notify resend --status SUPERSEDED`)")
             events.append(Event(row["updated_at"], "ledger", f"{nid} now {row.get('status')}{extra}", nid, row))
     return events
+
+
+LEDGER_COPIES = ("record_value", "superseded_value")
+
+
+def _short_hash(value: Any) -> str:
+    return str(value)[:12] if value else "?"
 
 
 def build(trainee: str, bootstrap: str | None, ledger_dsn: str | None, show_personal: bool,
@@ -250,8 +264,9 @@ def trainee(
     with common.cli_errors():
         if show_personal:
             common.audit_personal("trainee", trainee=trainee_id)
+        err = common.console(stderr=True)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=common.console(stderr=True), transient=True)
+                            console=err, transient=True, disable=not err.is_terminal)
         with progress:
             tl = build(trainee_id, bootstrap, ledger_dsn, show_personal, progress)
         if not tl.events:
@@ -264,19 +279,35 @@ def trainee(
                 {"at": e.at, "source": e.source, "what": e.what, "ref": e.ref, "detail": e.detail} for e in tl.events],
                 "told": tl.answers, "unreachable": tl.unreachable})
         else:
-            out = common.console()
-            t = Table("time (UTC)", "source", "what", "where", title=f"trainee {tl.trainee_id}")
-            for e in tl.events:
-                t.add_row(_fmt(e.at.astimezone(dt.UTC)), e.source, escape(e.what), e.ref)
-            out.print(t)
-            t = Table("record (day)", "changes", "told?", title="was the trainee told?")
-            for a in tl.answers:
-                told = "\n".join(f"{n['kind']}: {n['status']}" + (f" at {_fmt(n['sent_at'])}" if n["sent_at"] else "")
-                                 for n in a["notifications"]) or "[yellow]no ledger row[/]"
-                t.add_row(str(a["record_id"]), escape(a["changes"]), told)
-            if tl.answers:
-                out.print(t)
-            for u in tl.unreachable:
-                out.print(f"[red]could not read:[/] {u}")
+            render(tl)
         if tl.unreachable:
             raise typer.Exit(common.EXIT_UNREACHABLE)
+
+
+def from_json(data: dict[str, Any]) -> Timeline:
+    """A Timeline from ``trainee --json`` (the docs' capture is re-rendered from it; pure)."""
+    def when(value: Any) -> Any:
+        return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    events = [Event(when(e["at"]), e["source"], e["what"], e["ref"], e.get("detail") or {}) for e in data["events"]]
+    answers_ = [{**a, "notifications": [{**n, "sent_at": when(n.get("sent_at"))} for n in a["notifications"]]}
+                for a in data["told"]]
+    return Timeline(data["trainee_id"], events, answers_, list(data.get("unreachable") or []))
+
+
+def render(tl: Timeline, out: Any = None) -> None:
+    out = out or common.console()
+    t = Table("time (UTC)", "source", "what", "where", title=f"trainee {tl.trainee_id}")
+    for e in tl.events:
+        t.add_row(_fmt(e.at.astimezone(dt.UTC)), e.source, escape(e.what), e.ref)
+    out.print(t)
+    t = Table("record (day)", "changes", "told?", title="was the trainee told?")
+    for a in tl.answers:
+        told = "\n".join(f"{n['kind']}: {n['status']}" + (f" at {_fmt(n['sent_at'])}" if n["sent_at"] else "")
+                         + (" [yellow](superseded: not sent; decide)[/]" if n["status"] == "SUPERSEDED" else "")
+                         for n in a["notifications"]) or "[yellow]no ledger row[/]"
+        t.add_row(str(a["record_id"]), escape(a["changes"]), told)
+    if tl.answers:
+        out.print(t)
+    for u in tl.unreachable:
+        out.print(f"[red]could not read:[/] {u}")

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -90,9 +91,30 @@ def told(ops: Ops, stack: Any) -> dict[str, str]:
     # two digests: the day the trainee and placement were created, and the day the site changed
     msg = ops.inbox.wait_for(lambda m: address in (m["To"] or ""), n=2, timeout=120)[-1]
     assert "Addenbrooke's Hospital" in text_of(msg) and "Royal Papworth Hospital" in text_of(msg)
-    # the ledger row and the delivery event are written before the offset commit; give them a moment
-    time.sleep(2)
+    # the ledger rows and the delivery events: written after the relay took the emails
+    wait_sent(stack, tid, 2)
     return {"id": tid, "address": address, "text": text_of(msg), "message_id": msg["Message-ID"]}
+
+
+def wait_sent(stack: Any, tid: str, n: int, timeout: float = 60) -> None:
+    """Until the ledger has ``n`` SENT rows of ``tid`` and the delivery-status topic ``n`` SENT events."""
+    import psycopg
+
+    from services import serde
+    from tests.integration.conftest import consume
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+            (sent,) = conn.execute("SELECT count(*) FROM notify.ledger WHERE trainee_id = %s AND status = 'SENT'",
+                                   (tid,)).fetchone() or (0,)
+        if sent >= n:
+            break
+        assert time.monotonic() < deadline, f"{sent} of {n} ledger rows SENT"
+        time.sleep(0.3)
+    consume(stack.bootstrap, "trainee-notify.delivery-status.v1", n, timeout=timeout,
+            predicate=lambda r: (r.key or b"").startswith(f"{tid}:".encode())
+            and serde.decode(serde.DELIVERY_STATUS, r.raw_value)["status"] == "SENT")
 
 
 def no_traceback(done: subprocess.CompletedProcess[str]) -> None:
@@ -122,6 +144,21 @@ def test_timeline_of_a_trainee_whose_digest_was_sent(ops: Ops, told: dict[str, s
     done = ops.run("trainee", told["id"])
     assert done.returncode == 0, done.stderr
     assert "was the trainee told?" in done.stdout and "SENT" in done.stdout and told["address"] not in done.stdout
+
+
+def test_timeline_shows_a_progress_bar_on_a_terminal_while_it_scans(ops: Ops, told: dict[str, str]) -> None:
+    from tests.integration.terminal import run_with_a_terminal
+
+    done = run_with_a_terminal([str(BIN), "trainee", told["id"], "--json"], {**os.environ, **ops.env})
+    assert done.returncode == 0, done.terminal[-2000:]
+    # one bar per topic scanned (the trainee's CDC partitions, the net-change and status topics), with counts
+    for topic in ("tis.tss.placement", "trainee-notify.netchange.v1", "trainee-notify.delivery-status.v1"):
+        assert topic in done.terminal, done.terminal[-2000:]
+    assert "━" in done.terminal and re.search(r"\b\d+/\d+\b", done.terminal)
+    assert json.loads(done.stdout)["trainee_id"] == told["id"]  # stdout is still the JSON alone
+    # without a terminal (a pipe, a script): no bar at all
+    piped = ops.run("trainee", told["id"], "--json")
+    assert piped.returncode == 0 and "━" not in piped.stderr and not piped.stderr.startswith("\n")
 
 
 def test_timeline_shows_personal_data_only_when_asked_and_audits_it(ops: Ops, told: dict[str, str]) -> None:
@@ -183,6 +220,23 @@ def test_tail_limit_until_and_newest(ops: Ops, told: dict[str, str]) -> None:
     assert newest.stdout.count('key={"trainee_id":') == 2
 
 
+def test_tail_since_and_until_select_by_time(ops: Ops, told: dict[str, str]) -> None:
+    def records(*args: str) -> list[dict[str, Any]]:
+        done = ops.run("tail", "tis.tss.placement", "--trainee", told["id"], *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    # the placement created, then (a window later) its site changed
+    created, updated = records("--from-beginning")
+    assert (created["value"]["op"], updated["value"]["op"]) == ("c", "u")
+    assert records("--since", "2h") == [created, updated]
+    assert records("--from-beginning", "--until", created["timestamp"]) == [created]
+    assert records("--since", updated["timestamp"]) == [updated]
+    assert records("--since", created["timestamp"], "--until", updated["timestamp"], "--limit", "1") == [created]
+    bad = ops.run("tail", "tis.tss.placement", "--since", "yesterday-ish")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: not a time: 'yesterday-ish'")
+
+
 def test_tail_follow_sees_a_new_record(ops: Ops, stack: Any) -> None:
     import psycopg
 
@@ -190,13 +244,22 @@ def test_tail_follow_sees_a_new_record(ops: Ops, stack: Any) -> None:
     proc = subprocess.Popen([str(BIN), "tail", "tis.tss.personal_details", "--follow", "--trainee", tid, "--json",
                              "--limit", "1"], env={**os.environ, **ops.env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(90, proc.kill)  # a tail that never says it follows fails the test, not the session
+    guard.start()
     try:
-        time.sleep(4)
+        # tail says on stderr when it has read what was there; only then is the change made
+        assert proc.stderr is not None
+        lines = []
+        while not any(line.startswith("following tis.tss.personal_details") for line in lines):
+            line = proc.stderr.readline()
+            assert line, f"tail ended before following: {''.join(lines)}"
+            lines.append(line)
         with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
             conn.execute("INSERT INTO tss.personal_details (trainee_id, role, forenames, surname, updated_at)"
                          " VALUES (%s, 'DR in Training', 'Fol', 'Low', now())", (tid,))
         out, err = proc.communicate(timeout=60)
     finally:
+        guard.cancel()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err

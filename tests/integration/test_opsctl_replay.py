@@ -70,6 +70,23 @@ def events(stack: Any, nid: str, n: int, timeout: float = 30) -> list[dict[str, 
     return [serde.decode(serde.DELIVERY_STATUS, r.raw_value) for r in got]
 
 
+def end_offset(stack: Any, topic: str, partitions: int) -> int:
+    """The sum of the end offsets of ``topic``'s partitions."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"it-ends-{uuid.uuid4().hex[:6]}"})
+    try:
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
+    finally:
+        c.close()
+
+
+def cli_json(stack: Any, *args: str, topic: str | None = None, codes: tuple[int, ...] = (0,)) -> Any:
+    done = cli(stack, *args, "--json", topic=topic)
+    assert done.returncode in codes, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    return json.loads(done.stdout)
+
+
 def wait_row(stack: Any, nid: str, pred: Any, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,6 +128,19 @@ def test_reset_offsets_plans_until_execute_refuses_a_live_group_and_a_replay_sen
     assert committed(stack, group, topic, 2) == 6
     table = cli(stack, "reset-offsets", group, "--to-earliest")
     assert "dry run" in table.stdout and "6 record(s) read again" in table.stdout
+
+    # by time: before every record, every record is read again; after the last one, none
+    early = json.loads(cli(stack, "reset-offsets", group, "--to-datetime", "2000-01-01T00:00:00Z", "--json").stdout)
+    assert early["totals"] == {"reread": 6, "skipped": 0, "partitions": 2} and early["target"]["mode"] == "to-datetime"
+    late = json.loads(cli(stack, "reset-offsets", group, "--to-datetime", "2h", "--json").stdout)
+    assert late["totals"]["reread"] == 6  # produced minutes ago: within the last two hours
+    future = json.loads(cli(stack, "reset-offsets", group, "--to-datetime", "2999-01-01", "--json").stdout)
+    assert future["totals"]["reread"] == 0 and {p["new"] for p in future["partitions"]} == {
+        p["high"] for p in future["partitions"]}
+    at = json.loads(cli(stack, "reset-offsets", group, "--to-offset", "1", "--topic", f"{topic}:1", "--json").stdout)
+    [p1] = at["partitions"]
+    assert (p1["partition"], p1["new"], p1["reread"]) == (1, 1, p1["current"] - 1)
+    assert committed(stack, group, topic, 2) == 6  # dry runs, all of them
 
     # a partition and a shift: only that partition moves
     one = json.loads(cli(stack, "reset-offsets", group, "--shift-by", "-1", "--topic", f"{topic}:0", "--json").stdout)
@@ -154,12 +184,32 @@ def test_a_rederived_record_with_other_content_is_superseded_not_sent_and_can_be
     sup = wait_row(stack, nid, lambda r: r["status"] == "SUPERSEDED")
     assert sup["superseded_status"] == "SENT" and sup["superseded_hash"] not in (None, sent["content_hash"])
     assert sup["content_hash"] == sent["content_hash"] and sup["generation"] == 0
-    time.sleep(1)
+    _wait_committed(stack, svc, topic, 3, partitions=1)  # every record read and decided
     assert server.message_ids() == {mid(tid): 1}
     by_status = {e["status"]: e for e in events(stack, nid, 2)}
     assert by_status["SUPERSEDED"]["previous_content_hash"] == sent["content_hash"]
     assert by_status["SUPERSEDED"]["content_hash"] == sup["superseded_hash"]
     assert by_status["SENT"]["content_hash"] == sent["content_hash"]
+
+    # status shows it: the day's count (--day) and, for any day, a warning that it waits for a decision
+    screen = cli_json(stack, "status", "--day", DAY, codes=(0, 3))  # 3: no aggregator or Connect in this test
+    assert screen["digests"][DAY]["by_status"].get("SUPERSEDED", 0) >= 1 and screen["superseded"][DAY] >= 1
+    assert any("SUPERSEDED" in w and DAY in w for w in cli_json(stack, "status", codes=(0, 3))["warnings"])
+    table = cli(stack, "status", "--day", DAY)
+    assert "SUPERSEDED" in table.stdout and DAY in table.stdout
+    # and trainee: the ledger row now SUPERSEDED, with the sent and the new content's hashes
+    tl = cli_json(stack, "trainee", tid, topic=topic)
+    [now] = [e for e in tl["events"] if e["source"] == "ledger" and "now SUPERSEDED" in e["what"]]
+    assert sent["content_hash"][:12] in now["what"] and sup["superseded_hash"][:12] in now["what"]
+    assert "record_value" not in now["detail"] and "superseded_value" not in now["detail"]  # no copies (addresses)
+    [answer] = tl["told"]
+    [note] = answer["notifications"]
+    assert (note["status"], note["content_hash"], note["superseded_hash"]) == (
+        "SUPERSEDED", sent["content_hash"], sup["superseded_hash"])
+    assert any(e["source"] == "delivery-status" and " SUPERSEDED " in e["what"] for e in tl["events"])
+    assert f"dr.{tid}@example.nhs.uk" not in json.dumps(tl)
+    shown = cli(stack, "trainee", tid, topic=topic)
+    assert "superseded: not sent; decide" in " ".join(shown.stdout.split())
 
     # the operator decides: resend the superseding record, as a copy, through the running mailer
     done = cli(stack, "resend", "--status", "SUPERSEDED", "--trainee", tid, "--reason", "placement fix",
@@ -190,8 +240,14 @@ def test_resend_is_a_dry_run_until_execute_sends_one_copy_and_a_replayed_request
     assert dry.returncode == 0, dry.stderr
     planned = json.loads(dry.stdout)
     assert planned["execute"] is False and [n["action"] for n in planned["notifications"]] == ["send"]
-    time.sleep(2)
-    assert not row(stack, nid)["resend_requested"] and server.message_ids() == {mid(tid): 1}
+    # a dry run changes nothing: no mark, no audit row, nothing published (the last line of the test checks
+    # that the only copy ever sent is the one --execute asked for)
+    assert not row(stack, nid)["resend_requested"] and end_offset(stack, topic, 2) == 1
+    # by time range: when the outcome was recorded
+    ranged = cli_json(stack, "resend", "--trainee", tid, "--since", "1h", "--until", "now", "--reason", "r", topic=topic)
+    assert [n["notification_id"] for n in ranged["notifications"]] == [nid]
+    outside = cli(stack, "resend", "--status", "SENT", "--until", "2000-01-01", "--reason", "r", topic=topic)
+    assert outside.returncode == 1 and outside.stderr.startswith("error: no notification in the ledger matches")
 
     rid = f"rs-it-{uuid.uuid4().hex[:6]}"
     done = cli(stack, "resend", "--trainee", tid, "--reason", "trainee asked", "--operator", "it-op",
@@ -221,6 +277,31 @@ def test_resend_is_a_dry_run_until_execute_sends_one_copy_and_a_replayed_request
     _wait_committed(stack, replay, topic, 2, partitions=2)  # the record and its re-published copy
     assert finish(replay) == 0
     assert server.message_ids() == {mid(tid): 1, mid(tid, generation=1): 1}
+
+
+def test_a_bulk_resend_shows_a_progress_bar_and_sends_each_copy_once(stack: Any, tmp_path: Path,
+                                                                      smtp: Any) -> None:  # noqa: F811
+    from tests.integration.terminal import run_with_a_terminal
+
+    tids = [f"tbulk-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    server = smtp()
+    topic = new_topic(stack, partitions=2)
+    produce(stack, topic, [record(t) for t in tids])
+    svc = run_mailer(stack, tmp_path, server.port, topic, name="mailer-bulk")
+    wait_final(stack, [digest_id(t) for t in tids], svc=svc)
+
+    env = {**os.environ, "TN_KAFKA_BOOTSTRAP": stack.bootstrap, "TN_LEDGER_DSN": stack.pg_dsn,
+           "TN_NETCHANGE_TOPIC": topic, "TN_LOG_FORMAT": "json"}
+    done = run_with_a_terminal([str(BIN), "resend", "--trainee", ",".join(tids), "--reason", "bulk test",
+                                "--operator", "it-op", "--execute"], env)
+    assert done.returncode == 0, done.terminal[-2000:]
+    assert "asking for copies" in done.terminal and "━" in done.terminal and "100%" in done.terminal, done.terminal
+    assert "3 of 3 selected: asked the mailer to send 3" in " ".join(done.stdout.split())
+    for t in tids:
+        server.inbox.wait_for(lambda m, t=t: m["Message-ID"] == mid(t, generation=1), timeout=60)
+    _wait_committed(stack, svc, topic, 6, partitions=2)  # the three records and their three re-published copies
+    assert server.message_ids() == {**{mid(t): 1 for t in tids}, **{mid(t, generation=1): 1 for t in tids}}
+    assert finish(svc) == 0
 
 
 # ---------------------------------------------------------------------------------------------- dead letters
@@ -256,8 +337,8 @@ def test_deadletter_lists_shows_and_retries_a_failed_mail_once(stack: Any, tmp_p
     rid = f"dl-it-{uuid.uuid4().hex[:6]}"
     dry = cli(stack, "deadletter", "retry", entry["ref"], "--reason", "relay fixed", "--request-id", rid)
     assert dry.returncode == 0 and "dry run" in dry.stdout
-    time.sleep(1)
-    assert not server.inbox.messages
+    # the dry run re-submitted nothing and marked nothing
+    assert end_offset(stack, topic, 1) == 1 and not row(stack, nid)["resend_requested"]
     done = cli(stack, "deadletter", "retry", entry["ref"], "--reason", "relay fixed", "--operator", "it-op",
                "--request-id", rid, "--execute")
     assert done.returncode == 0, done.stderr
@@ -266,6 +347,8 @@ def test_deadletter_lists_shows_and_retries_a_failed_mail_once(stack: Any, tmp_p
     again = cli(stack, "deadletter", "retry", entry["ref"], "--reason", "relay fixed", "--request-id", rid,
                 "--execute", "--json")
     assert [d["action"] for d in json.loads(again.stdout)["dead_letters"]] == ["skip"]
-    time.sleep(2)
+    # once the mailer has read (and committed) everything on the topic, the retried record went once
+    assert end_offset(stack, topic, 1) == 2
+    _wait_committed(stack, svc, topic, 2, partitions=1)
     assert server.message_ids() == {mid(tid, generation=1): 1}
     assert finish(svc) == 0

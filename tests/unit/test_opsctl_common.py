@@ -8,7 +8,7 @@ import json
 import pytest
 
 from services import serde
-from services.opsctl import common
+from services.opsctl import common, records
 from services.opsctl.common import (
     MASK,
     UsageError,
@@ -103,7 +103,7 @@ def test_decode_an_older_schema_version_is_named() -> None:
     buf = io.BytesIO()
     value = {k: v for k, v in _netchange().items() if k != "local_offices"}
     fastavro.schemaless_writer(buf, v1, value)
-    raw = serde.MAGIC + common._fp(v1) + buf.getvalue()
+    raw = serde.MAGIC + records._fp(v1) + buf.getvalue()
     d = decode_record(None, "t", None, raw)
     assert d.format == "avro NetChange v1" and d.value["local_offices"] is None
 
