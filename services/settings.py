@@ -145,20 +145,24 @@ class FormrSettings(KafkaSettings, SmtpSettings):
                                              "proxy whose identity headers are believed (JSON list)")
     formr_proxy_secret: SecretStr | None = Field(None, description="a shared secret the proxy sends in "
                                                  "formr_secret_header; with it, headers are believed from anywhere")
-    formr_secret_header: str = "X-Proxy-Secret"
-    formr_user_header: str = "X-Forwarded-User"
-    formr_groups_header: str = "X-Forwarded-Groups"
+    formr_secret_header: str = Field("X-Proxy-Secret", description="the header that carries the proxy's secret")
+    formr_user_header: str = Field("X-Forwarded-User", description="the header naming the signed-in user")
+    formr_groups_header: str = Field("X-Forwarded-Groups", description="the header listing the user's groups "
+                                     "(comma-separated)")
     formr_office_groups: dict[str, str] = Field(default_factory=dict, description="group -> local office (JSON); "
                                                 "a group not listed entitles the local office it names")
-    formr_horizon_weeks: int = Field(16, ge=1)
-    formr_window_months: int = Field(12, ge=1)
-    formr_at_risk_weeks: int = Field(6, ge=0)
+    formr_horizon_weeks: int = Field(16, ge=1, description="the report lists ARCPs up to this many weeks ahead")
+    formr_window_months: int = Field(12, ge=1, description="a form submitted this many months before the ARCP "
+                                     "still counts for it")
+    formr_at_risk_weeks: int = Field(6, ge=0, description="a trainee is at risk with a part missing this many "
+                                     "weeks or less before the ARCP")
     formr_reminder_weeks: list[int] = Field(default_factory=lambda: [8, 2], description="reminders this many "
                                             "weeks before the review (JSON list)")
     formr_reminders: bool = Field(True, description="send the trainees' reminders")
     formr_reminder_every_seconds: float = Field(60.0, gt=0, description="how often the reminder clock ticks")
     formr_clock_file: Path | None = Field(None, description="tests: the time now (ISO-8601) is read from this file")
-    formr_submit_url: str = "https://trainee.tis.nhs.uk/formr"
+    formr_submit_url: str = Field("https://trainee.tis.nhs.uk/formr", description="where the reminders send "
+                                  "trainees to submit their form")
     formr_instance_id: str = Field("formr-1", description="names this instance in ledger claims; keep it "
                                    "across restarts so a restarted instance takes its own claims back at once")
     mail_from: str = "Training record notifications <no-reply@notify.example.nhs.uk>"
