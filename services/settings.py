@@ -53,7 +53,8 @@ class KafkaSettings(_Base):
 
 class DaySettings(_Base):
     timezone: str = Field("Europe/London", description="the zone whose calendar days are the windows")
-    day_seconds: int = Field(0, ge=0, description="0 = calendar days; >0 = fixed windows of that many seconds (tests, demo)")
+    day_seconds: int = Field(0, ge=0, description="0 = calendar days; "
+                                                  ">0 = fixed windows of that many seconds (tests, demo)")
     grace_seconds: float = Field(900.0, ge=0, description="how long after a day ends it stays open")
     max_hold_seconds: float = Field(3600.0, ge=0, description="longest the watermark waits for a lagging connector")
 
@@ -143,7 +144,7 @@ class FormrSettings(KafkaSettings, SmtpSettings):
                                              "proxy whose identity headers are believed (JSON list)")
     formr_proxy_secret: SecretStr | None = Field(None, description="a shared secret the proxy sends in "
                                                  "formr_secret_header; with it, headers are believed from anywhere")
-    formr_secret_header: str = "X-Proxy-Secret"
+    formr_secret_header: str = "X-Proxy-Secret"  # noqa: S105  a header's name, not a secret
     formr_user_header: str = "X-Forwarded-User"
     formr_groups_header: str = "X-Forwarded-Groups"
     formr_office_groups: dict[str, str] = Field(default_factory=dict, description="group -> local office (JSON); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import signal
 import sys
@@ -116,10 +117,8 @@ def run() -> None:
             tasks.append(asyncio.create_task(reminder_loop(settings, pool, rules, now, stop,
                                                           consumer.caught_up.is_set)))
         while not stop.is_set() and thread.is_alive() and not any(t.done() for t in tasks):
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            except TimeoutError:
-                pass
         code = 0
         for t in tasks:
             if t.done() and t.exception() is not None:

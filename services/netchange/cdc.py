@@ -82,7 +82,7 @@ class Change:
 
     @property
     def key(self) -> tuple[str, str]:
-        assert self.entity_id is not None
+        assert self.entity_id is not None  # noqa: S101  an invariant for the type checker, not a check of input
         return (self.table, self.entity_id)
 
 

@@ -80,7 +80,8 @@ def classify(row: dict[str, Any], request_id: str, done_by_request: bool) -> Can
 
     if row["resend_requested"]:
         if row["resend_request_id"] == request_id:
-            value = row["superseded_value"] if row["status"] == "SUPERSEDED" and row["superseded_value"] else row["record_value"]
+            value = (row["superseded_value"] if row["status"] == "SUPERSEDED" and row["superseded_value"]
+                     else row["record_value"])
             return out("republish", "requested by this request, not yet sent: published again", value,
                        _hash_of(value))
         return out("skip", f"a resend is already pending (request {row['resend_request_id'] or 'by hand'})")
@@ -163,7 +164,7 @@ def select_rows(conn: Any, trainees: list[str], days: list[str], statuses: list[
     if until:
         where.append("updated_at < %s")
         params.append(until)
-    return list(conn.execute(f"SELECT {_COLUMNS} FROM notify.ledger WHERE {' AND '.join(where)}"
+    return list(conn.execute(f"SELECT {_COLUMNS} FROM notify.ledger WHERE {' AND '.join(where)}"  # noqa: S608  fixed columns and conditions, values as parameters
                              " ORDER BY day, trainee_id, kind", params).fetchall())
 
 
@@ -306,7 +307,8 @@ def resend(
         going = [c for c in cands if c.action in ("send", "republish")]
         if as_json:
             common.print_json({"request_id": rid, "operator": who, "reason": reason, "execute": execute,
-                               "selected": len(cands), "resend": len(going), "notifications": [_row_json(c) for c in cands]})
+                               "selected": len(cands), "resend": len(going),
+                               "notifications": [_row_json(c) for c in cands]})
             return
         out = common.console()
         title = (f"resend {rid}: requested" if execute else f"resend {rid}: dry run (nothing asked for; add --execute)")

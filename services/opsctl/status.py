@@ -117,7 +117,8 @@ def _digests(screen: Screen, dsn: str, now: dt.datetime) -> None:
             screen.warnings.append(f"{counts['PENDING']} digest(s) of {d} still PENDING after their send time {due}")
         for bad in ("FAILED", "UNCERTAIN", "SUPERSEDED"):
             if counts.get(bad):
-                screen.warnings.append(f"{counts[bad]} notification(s) of {d} {bad}: see `trainee-notify resend --help`")
+                screen.warnings.append(f"{counts[bad]} notification(s) of {d} {bad}: "
+                                       "see `trainee-notify resend --help`")
     screen.digests = out
 
 
