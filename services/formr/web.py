@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from psycopg_pool import ConnectionPool
 
 from services import logs
@@ -45,7 +46,7 @@ def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.dat
     service); ``ready()`` says why the service is not ready yet, or ``None`` when it is."""
 
     @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/readyz"):
             resp = await handler(request)
         else:

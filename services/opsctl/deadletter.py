@@ -283,7 +283,7 @@ def retry_cmd(
                     row.update(action="skip", note="no original topic in its headers")
                 elif item in done:
                     row.update(action="skip", note=f"already re-submitted by request {rid}")
-                elif execute:
+                elif prod is not None:  # --execute
                     import json
 
                     with conn.transaction():

@@ -165,7 +165,7 @@ Selection = dict[str, frozenset[int] | None]  # topic -> partitions (None: all o
 
 
 def _ints(text: str, what: str) -> set[int]:
-    out = set()
+    out: set[int] = set()
     for part in text.split(","):
         part = part.strip()
         if not part:
@@ -217,11 +217,11 @@ def parse_selection(topics: Sequence[str], partitions: Sequence[str]) -> Selecti
     if partitions and not every:
         raise PlanError("--partition given without a partition number")
     out: Selection = {}
-    for name, parts in chosen.items():
-        if parts is None:
+    for name, numbers in chosen.items():
+        if numbers is None:
             out[name] = frozenset(every) if every is not None else None
         else:
-            out[name] = frozenset(parts)
+            out[name] = frozenset(numbers)
     if every is not None and not chosen:
         out[""] = frozenset(every)  # partitions of every topic the group has offsets for
     return out

@@ -148,7 +148,8 @@ def _where(dsn: str) -> str:
 
 def select_rows(conn: Any, trainees: list[str], days: list[str], statuses: list[str], since: dt.datetime | None,
                 until: dt.datetime | None, kinds: list[str]) -> list[dict[str, Any]]:
-    where, params = ["kind = ANY(%s)"], [kinds]
+    where: list[str] = ["kind = ANY(%s)"]
+    params: list[object] = [kinds]
     if trainees:
         where.append("trainee_id = ANY(%s)")
         params.append(trainees)
