@@ -435,7 +435,7 @@ class Aggregator:
 
     def start(self) -> Aggregator:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.log, "ab")  # noqa: SIM115
+        fh = open(self.log, "ab")  # noqa: SIM115 - handed to the child as its stdout
         env = {**os.environ, **self.env}
         if self.tree is None:
             cmd, cwd = [str(BIN), "aggregator", "run"], None

@@ -303,7 +303,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
         state = load(key)  # outside the try: the store failing is not the event's fault
         try:
             new, raw = apply_one(msg, change, who, state)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure of one event: dead letter, go on
             await refuse(msg, exc)
             return
         if raw is not None:

@@ -104,7 +104,7 @@ def run_batch(path: str) -> int:
     settings = DaySettings()
     calendar = Calendar(settings.timezone, settings.day_seconds)
     try:
-        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed by the `with stream:` below
     except OSError as exc:
         print(f"aggregate: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -227,7 +227,7 @@ def _mark_failed_mail(conn: Any, e: Entry, rid: str, who: str, reason: str) -> s
         return f"in flight ({row['status']})"
     try:
         h = content_hash(serde.decode(serde.NETCHANGE, e.value or b""))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unreadable value has no content hash: the resend still goes
         h = None
     updated = conn.execute(
         "UPDATE notify.ledger SET resend_requested = true, resend_by = %s, resend_reason = %s, resend_request_id = %s,"

@@ -113,7 +113,7 @@ def _hash_of(value: bytes | None) -> str | None:
         return None
     try:
         return content_hash(serde.decode(serde.NETCHANGE, value))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unreadable value has no content hash
         return None
 
 
@@ -141,7 +141,7 @@ def _where(dsn: str) -> str:
 
     try:
         info = conninfo_to_dict(dsn)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a malformed DSN is named by its variable, never shown
         return "TN_LEDGER_DSN"
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
 
