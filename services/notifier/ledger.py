@@ -455,7 +455,7 @@ class Ledger:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def ping(self, timeout: float) -> None:
+    async def ping(self, timeout: float) -> None:  # noqa: ASYNC109  the pool's and the server's own timeouts, so the connection goes back clean
         """Readiness: the ledger's table answers a read within ``timeout`` seconds (a stuck database or a
         lock on the table does not)."""
         ms = str(max(1, int(timeout * 1000)))
