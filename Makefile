@@ -17,11 +17,14 @@ demo: setup ## run the whole pipeline on a local stack with ~1,000 trainees and 
 demo-stop: ## stop the demo's services and the local stack
 	$(VENV)/trainee-notify demo stop
 
-test: setup ## ruff, then everything: unit, contract and integration (crash, kill -9, rebalance) on real Kafka/Debezium/PostgreSQL/SMTP
+test: setup ## ruff and mypy --strict, then everything: unit, contract and integration (crash, kill -9, rebalance) on real Kafka/Debezium/PostgreSQL/SMTP
 	$(VENV)/ruff check services tests bench scripts
+	$(VENV)/mypy services
 	$(VENV)/pytest -q
 
 test-quick: setup ## the same without the slow group (crash, kill -9, rebalance)
+	$(VENV)/ruff check services tests bench scripts
+	$(VENV)/mypy services
 	$(VENV)/pytest -m "not slow" -q
 
 unit: ## pure tests only, no servers (seconds)
@@ -32,8 +35,9 @@ lock: ## pin every dependency with hashes (requirements/*.lock) from pyproject.t
 	/tmp/tn-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-find-links --extra test -o requirements/test.lock pyproject.toml
 	/tmp/tn-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-find-links -o requirements/runtime.lock pyproject.toml
 
-lint: ## ruff
-	$(VENV)/ruff check services tests bench
+lint: ## ruff and mypy --strict (their settings: pyproject.toml)
+	$(VENV)/ruff check services tests bench scripts
+	$(VENV)/mypy services
 
 bench: setup ## benchmarks (print JSON figures; see docs/benchmarks.md)
 	$(VENV)/python bench/aggregator_bench.py

@@ -106,7 +106,7 @@ def _value(v: Any) -> Any:
 
 
 def _row(r: Any) -> dict[str, Any]:
-    return {k: _value(v) for k, v in zip(r._fields, r)}
+    return {k: _value(v) for k, v in zip(r._fields, r, strict=True)}
 
 
 def _envelope(table: str, op: str, before: dict | None, after: dict | None, ts_us: int, lsn: int,
@@ -435,7 +435,7 @@ class Aggregator:
 
     def start(self) -> Aggregator:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.log, "ab")  # noqa: SIM115
+        fh = open(self.log, "ab")  # noqa: SIM115 - handed to the child as its stdout
         env = {**os.environ, **self.env}
         if self.tree is None:
             cmd, cwd = [str(BIN), "aggregator", "run"], None
@@ -762,7 +762,8 @@ def compare_tree_phase(tree: Path, name: str, bootstrap: str, prefix: str, run: 
     # what faust would create itself just before the group's assignment (the metadata race of issue 8)
     create_topics(bootstrap, [(env["TN_NETCHANGE_TOPIC"], parts, {}), (env["TN_CDC_DLQ_TOPIC"], parts, {}),
                               (f"{app_id}-resolved", parts, week), (f"{app_id}-__assignor-__leader", 1, {})]
-                  + [(f"{app_id}-{table}-changelog", parts, compact) for table in ("known", "days", "trainees", "marks")])
+                  + [(f"{app_id}-{table}-changelog", parts, compact)
+                     for table in ("known", "days", "trainees", "marks")])
     probe = Probe(bootstrap, app_id)
     agg = Aggregator(env, scratch / f"agg-{name[:7]}.log", tree=tree)
     say(f"compare tree {name}: apply phase ({tree})")
@@ -1000,7 +1001,8 @@ def kafka_phases(work: dict[str, Any], expected: dict[str, bytes], args: argpars
     env = run_env(run, "aggregator", prefix, bootstrap, scratch, args, day_start)
     out["faust_env"] = dict(kv.split("=", 1) for kv in args.faust_env)
     settings = AggregatorSettings(**{k[3:].lower(): v for k, v in env.items()
-                                     if k.startswith("TN_") and k not in ("TN_LOG_LEVEL", "TN_CLOCK_FILE", "TN_WATERMARK_FILE")})
+                                     if k.startswith("TN_")
+                                     and k not in ("TN_LOG_LEVEL", "TN_CLOCK_FILE", "TN_WATERMARK_FILE")})
     apply_topics(settings)  # the CDC topics, the heartbeat topic and this aggregator's own topics
     cdc_topics = {t: f"{prefix}.tss.{t}" for t in ENTITIES}
     n = work["messages"]
@@ -1054,7 +1056,8 @@ def kafka_phases(work: dict[str, Any], expected: dict[str, bytes], args: argpars
     # the same by CPU time per event (what the code costs, whatever else the machine was doing)
     if this.get("cpu_ms_per_event"):
         if out.get("faust_noop_cpu_ms_per_event"):
-            ratios["cpu_ratio_faust_noop_to_this"] = round(out["faust_noop_cpu_ms_per_event"] / this["cpu_ms_per_event"], 3)
+            ratios["cpu_ratio_faust_noop_to_this"] = round(
+                out["faust_noop_cpu_ms_per_event"] / this["cpu_ms_per_event"], 3)
         if old.get("cpu_ms_per_event"):
             ratios["cpu_ratio_compare_tree_to_this"] = round(old["cpu_ms_per_event"] / this["cpu_ms_per_event"], 3)
     out["ratios"] = ratios
@@ -1072,7 +1075,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="best of N for the pure phases")
     p.add_argument("--no-kafka", action="store_true", help="pure phases only")
     p.add_argument("--bootstrap", help="use this Kafka instead of starting the local stack")
-    p.add_argument("--scratch", default="/tmp/benchstack")
+    p.add_argument("--scratch", default="/tmp/benchstack")  # noqa: S108  a default the user can change; the stack's own files
     p.add_argument("--partitions", type=int, default=12, help="partitions of every topic (12 as deployed)")
     p.add_argument("--compare-tree", default="06826bc", metavar="REF",
                    help="also run the aggregator of this commit (git archive into /tmp) or source directory")

@@ -154,13 +154,16 @@ def serve(dsn: str, port: int, ready: threading.Event, stop: threading.Event, ma
     async def main() -> None:
         pool: ConnectionPool[Any] = ConnectionPool(dsn, min_size=1, max_size=4, open=True)
         trust = Trust(proxies=frozenset(), secret=SECRET)
-        now = lambda: dt.datetime.combine(TODAY, dt.time(9), dt.UTC)
+
+        def now() -> dt.datetime:
+            return dt.datetime.combine(TODAY, dt.time(9), dt.UTC)
+
         made["cache"] = cache = OfficeCache(pool)  # as the service runs it
         runner = web.AppRunner(build_web(cache, trust, Rules(), now), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         ready.set()
-        while not stop.is_set():
+        while not stop.is_set():  # noqa: ASYNC110  stop is a threading.Event, set from the main thread
             await asyncio.sleep(0.1)
         await runner.cleanup()
         pool.close()
@@ -172,7 +175,7 @@ def get(port: int, path: str, office: str | None) -> int:
     headers = {"X-Forwarded-User": "bench@example.nhs.uk", "X-Forwarded-Groups": office or "",
                "X-Proxy-Secret": SECRET}
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310  our own http://127.0.0.1 URL
         return len(resp.read())
 
 

@@ -79,7 +79,8 @@ BASELINE = [
      " 'Health Education England East of England', 'SUBSTANTIVE', '2024-08-07', '2029-08-06')"),
     ("INSERT INTO tss.curriculum_membership (id, trainee_id, programme_membership_id, curriculum_name,"
      " curriculum_sub_type, specialty, start_date, end_date) VALUES"
-     f" ('cm-90001-1', '90001', '{PM1}', 'Cardiology', 'MEDICAL_CURRICULUM', 'Cardiology', '2024-08-07', '2029-08-06')"),
+     f" ('cm-90001-1', '90001', '{PM1}', 'Cardiology', 'MEDICAL_CURRICULUM', 'Cardiology',"
+     " '2024-08-07', '2029-08-06')"),
     ("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty,"
      " sub_specialty, site, site_known_as, site_location, employing_body, training_body, whole_time_equivalent, owner)"
      " VALUES ('pl-90001-1', '90001', 'In post', '2026-08-05', '2027-08-03', 'ST3', 'Cardiology', NULL,"

@@ -7,7 +7,7 @@ import logging
 import logging.config
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -45,7 +45,8 @@ def configure(level: str | None = None, *, json: bool | None = None) -> tuple[st
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
+        # it writes and flushes, all that PrintLogger does with a file
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     logging.config.dictConfig(stdlib_config(level, json=json))

@@ -10,7 +10,7 @@ import io
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -73,9 +73,8 @@ def decode(name: str, data: bytes) -> dict[str, Any]:
     if writer is None:
         raise SchemaMismatch(f"written with a schema that is neither {name} nor a released version of it")
     reader = schema(name)
-    out: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer,
-                                                     None if writer is reader else reader)
-    return out
+    out = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, None if writer is reader else reader)
+    return cast(dict[str, Any], out)  # every schema of ours is a record: fastavro reads it as a dict
 
 
 NETCHANGE = "uk.nhs.tis.notify.NetChange"

@@ -53,7 +53,8 @@ class KafkaSettings(_Base):
 
 class DaySettings(_Base):
     timezone: str = Field("Europe/London", description="the zone whose calendar days are the windows")
-    day_seconds: int = Field(0, ge=0, description="0 = calendar days; >0 = fixed windows of that many seconds (tests, demo)")
+    day_seconds: int = Field(0, ge=0, description="0 = calendar days; "
+                                                  ">0 = fixed windows of that many seconds (tests, demo)")
     grace_seconds: float = Field(900.0, ge=0, description="how long after a day ends it stays open")
     max_hold_seconds: float = Field(3600.0, ge=0, description="longest the watermark waits for a lagging connector")
 

@@ -89,7 +89,8 @@ def declared_topics(settings: KafkaSettings) -> list[TopicSpec]:
                   "the aggregator's trainee_state table: per trainee, known records, open days, person history", rf),
         TopicSpec(settings.ticks_topic(), n, "delete", DAY_MS,
                   "watermark ticks, one per partition, that close the aggregator's days", rf),
-        TopicSpec(settings.leader_topic(), 1, "delete", DAY_MS, "faust's partition assignor (the aggregator's group)", rf),
+        TopicSpec(settings.leader_topic(), 1, "delete", DAY_MS,
+                  "faust's partition assignor (the aggregator's group)", rf),
     ]
     return cdc + own + aggregator
 

@@ -71,7 +71,8 @@ def _bring_up_and_seed(scratch: Path, trainees: int, seed: int, prefix: str) -> 
 
     current = status(scratch).info
     if current is not None and current.connect_pid is not None and _is_empty(current.pg_dsn):
-        console.print("[yellow]The stack runs Debezium on an empty database: restarting it so seeding is a snapshot.[/]")
+        console.print("[yellow]The stack runs Debezium on an empty database: "
+                      "restarting it so seeding is a snapshot.[/]")
         down(scratch)
     info = _stack_up(scratch, with_connect=False)
     counts = _seed(info, trainees, seed)
@@ -169,13 +170,15 @@ def _await_results(info: Any, md: maildev.MailDev, script: DayScript, started: f
     label = runner.day_label(window)
     close_at = window + runner.DAY_SECONDS + runner.GRACE_SECONDS
     expect_records = {t for t, changes in script.expected().items() if changes}
-    expect_mails = sum(script.expected_emails().values()) + (sum(script.reminders.values()) if "formr" in services else 0)
+    expect_mails = (sum(script.expected_emails().values())
+                    + (sum(script.reminders.values()) if "formr" in services else 0))
     seen: Seen | None = None
     got: list[dict[str, Any]] | None = None
     with _progress() as progress:
         day = progress.add_task(f"Day {label} closes (+{runner.GRACE_SECONDS} s grace)",
                                 total=max(1, int(close_at - started)))
-        records = progress.add_task("Net-change records", total=len(expect_records)) if "aggregator" in services else None
+        records = (progress.add_task("Net-change records", total=len(expect_records))
+                   if "aggregator" in services else None)
         mails = progress.add_task("Emails received", total=expect_mails) if "mailer" in services else None
         deadline = close_at + timeout
         while time.time() < deadline:
@@ -331,7 +334,8 @@ def _verdict(script: DayScript, seen: Seen | None, received: list[dict[str, Any]
 @app.command("proxy", hidden=True)
 def proxy_cmd(upstream: str = typer.Option(..., help="the report service, e.g. http://127.0.0.1:8088"),
               port: int = typer.Option(..., help="loopback port to listen on"),
-              groups: str = typer.Option(..., help="the demo programme manager's local offices, comma-separated")) -> None:
+              groups: str = typer.Option(..., help="the demo programme manager's local offices, "
+                                                   "comma-separated")) -> None:
     """The demo's stand-in for the sign-in proxy in front of the Form R report (loopback only)."""
     from services.demo import proxy
 

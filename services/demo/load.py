@@ -23,7 +23,8 @@ def _copy_rows(cur: psycopg.Cursor[tuple[object, ...]], schema: str, table: str,
             copy.write_row(row)
 
 
-def load(conn: psycopg.Connection[tuple[object, ...]], population: Population, *, schema: str = SCHEMA) -> dict[str, int]:
+def load(conn: psycopg.Connection[tuple[object, ...]], population: Population, *,
+         schema: str = SCHEMA) -> dict[str, int]:
     """COPY every row of ``population`` into ``schema`` in one transaction; returns rows per table.
 
     The tables must exist and hold none of these keys (a duplicate key fails the whole load)."""
@@ -60,7 +61,8 @@ def apply_rotation_edits(conn: psycopg.Connection[tuple[object, ...]], edits: Ro
     return written
 
 
-def _apply_batch(conn: psycopg.Connection[tuple[object, ...]], rows: Sequence[tuple[bool, Placement]], schema: str) -> int:
+def _apply_batch(conn: psycopg.Connection[tuple[object, ...]], rows: Sequence[tuple[bool, Placement]],
+                 schema: str) -> int:
     cols = Placement._fields
     target = sql.Identifier(schema, "placement")
     ident = sql.SQL(", ").join(map(sql.Identifier, cols))

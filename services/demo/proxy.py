@@ -10,6 +10,7 @@ requests only, binds to 127.0.0.1, and never runs outside the demo.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -29,7 +30,7 @@ def build(upstream: str, secret: str, groups: str) -> web.Application:
             return web.Response(status=resp.status, body=body,
                                 headers={k: v for k, v in resp.headers.items() if k in _PASS})
 
-    async def session(app: web.Application):  # type: ignore[no-untyped-def]
+    async def session(app: web.Application) -> AsyncIterator[None]:
         app["session"] = ClientSession(timeout=ClientTimeout(total=30))
         yield
         await app["session"].close()

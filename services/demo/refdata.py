@@ -213,7 +213,8 @@ PROGRAMMES: tuple[tuple[Programme, int], ...] = (
                ("ST3", "ST4", "ST5", "ST6", "ST7", "ST8")), 20),
     (Programme("Emergency Medicine", ("Emergency Medicine",), "MEDICAL_CURRICULUM",
                ("ST1", "ST2", "ST3", "ST4", "ST5", "ST6")), 40),
-    (Programme("Clinical Radiology", ("Clinical Radiology",), "MEDICAL_CURRICULUM", ("ST1", "ST2", "ST3", "ST4", "ST5")), 20),
+    (Programme("Clinical Radiology", ("Clinical Radiology",), "MEDICAL_CURRICULUM",
+               ("ST1", "ST2", "ST3", "ST4", "ST5")), 20),
     (Programme("Histopathology", ("Histopathology",), "MEDICAL_CURRICULUM", ("ST1", "ST2", "ST3", "ST4", "ST5")), 10),
     (Programme("Dental Core Training", ("Dental Core Training",), "DENTAL_CURRICULUM", ("DCT1", "DCT2", "DCT3")), 15),
 )

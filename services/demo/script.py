@@ -192,7 +192,7 @@ def _site_restore(p: Placement) -> Statement:
 
 def _insert_placement(p: Placement) -> Statement:
     cols = [c for c in Placement._fields if c != "updated_at"]
-    return (f"INSERT INTO tss.placement ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+    return (f"INSERT INTO tss.placement ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",  # noqa: S608  column names from Placement._fields, values as parameters
             tuple(getattr(p, c) for c in cols))
 
 
@@ -294,7 +294,8 @@ def _more_steps(pk: _Picker, upd: tuple[Expected, ...]) -> Iterator[tuple[Step, 
     l_, pl = pk.trainee(placement=lambda p: p.end_date < day - timedelta(days=1))
     assert pl
     yield Step("ended placement", "A correction to a placement that ended before the day: recorded, never mailed.",
-               (("UPDATE tss.placement SET grade = %s, updated_at = now() WHERE id = %s", (_bump_grade(pl.grade), pl.id)),),
+               (("UPDATE tss.placement SET grade = %s, updated_at = now() WHERE id = %s",
+                 (_bump_grade(pl.grade), pl.id)),),
                {l_.trainee_id: (Expected("placement", "updated", ENDED),)}), {}
 
     m, _ = pk.trainee(placement=pk.in_post)
@@ -307,7 +308,8 @@ def _more_steps(pk: _Picker, upd: tuple[Expected, ...]) -> Iterator[tuple[Step, 
     assert pn
     pm = pk.programmes.get(n.trainee_id, [])
     stmts: list[Statement] = [_site_change(rng, pn),
-                              ("UPDATE tss.personal_details SET mobile_number = %s, updated_at = now() WHERE trainee_id = %s",
+                              ("UPDATE tss.personal_details SET mobile_number = %s, updated_at = now()"
+                               " WHERE trainee_id = %s",
                                (f"{ref.MOBILE_PREFIX}{rng.randrange(1000):03d}" if n.mobile_number is None
                                 else _other_mobile(n.mobile_number), n.trainee_id))]
     expected = [Expected("personal_details", "updated"), Expected("placement", "updated")]
@@ -356,7 +358,7 @@ def _other_mobile(mobile: str) -> str:
 def plan_day(population: Population, *, day: date, seed: int = 0, run_label: str = "") -> DayScript:
     """The day's steps against ``population`` (the rows as they are now). Pure and deterministic:
     the same rows, day, seed and label give the same script. ``run_label`` makes new ids unique per run."""
-    pk = _Picker(population, day, random.Random(seed))
+    pk = _Picker(population, day, random.Random(seed))  # noqa: S311  seeded on purpose: the same seed makes the same script
     steps: list[Step] = []
     new_emails: dict[str, str] = {}
     for step, emails in _steps(pk, seed, run_label):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import signal
 import sys
@@ -117,7 +118,9 @@ def run() -> None:
             if not thread.is_alive():
                 return "the read model's consumer stopped"
             idle = consumer.idle()
-            return f"the read model's consumer made no progress for {idle:.0f} s" if idle > settings.stall_seconds else None
+            if idle <= settings.stall_seconds:
+                return None
+            return f"the read model's consumer made no progress for {idle:.0f} s"
 
         runner = web.AppRunner(build_web(OfficeCache(pool), trust_from(settings), rules, now, ready, stalled),
                                access_log=None)
@@ -140,10 +143,8 @@ def run() -> None:
             tasks.append(asyncio.create_task(reminder_loop(settings, pool, rules, now, stop,
                                                           consumer.caught_up.is_set)))
         while not stop.is_set() and thread.is_alive() and not any(t.done() for t in tasks):
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            except TimeoutError:
-                pass
         code = 0
         for t in tasks:
             if t.done() and t.exception() is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 class Trust:
     proxies: frozenset[str]
     secret: str | None
-    secret_header: str = "X-Proxy-Secret"
+    secret_header: str = "X-Proxy-Secret"  # noqa: S105  a header's name, not a secret
     user_header: str = "X-Forwarded-User"
     groups_header: str = "X-Forwarded-Groups"
     office_groups: Mapping[str, str] | None = None  # group -> local office; else a group names its office

@@ -67,9 +67,10 @@ class ReadModelConsumer:
         return time.monotonic() - self.progress
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
-        headers = [("reason", reason.encode()), ("source.topic", (msg.topic() or "").encode()),
-                   ("source.partition", str(msg.partition()).encode()),
-                   ("source.offset", str(msg.offset()).encode()), ("source.service", b"formr")]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", reason.encode()), ("source.topic", (msg.topic() or "").encode()),
+            ("source.partition", str(msg.partition()).encode()),
+            ("source.offset", str(msg.offset()).encode()), ("source.service", b"formr")]
         self.producer.produce(self.dlq_topic, key=msg.key(), value=msg.value(), headers=headers)
         self.dead += 1
         log.warning("formr.dead_letter", topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),

@@ -11,6 +11,7 @@ tried on the next tick; 5xx fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -145,10 +146,8 @@ async def reminder_loop(settings: FormrSettings, pool: ConnectionPool[Any], rule
                     await tick(settings, pool, ledger, smtp, contacts, rules, now)
             except Exception:  # a failed tick (database down) is retried on the next one
                 log.exception("formr.reminders.tick_failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.formr_reminder_every_seconds)
-            except TimeoutError:
-                pass
     finally:
         await smtp.close()
         await ledger.close()

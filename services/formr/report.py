@@ -161,7 +161,8 @@ def to_html(rows: Sequence[Row], page: Page) -> str:
     for key, label in headers:
         active = page.sort == key
         desc_next = not page.descending if active else False
-        sort_links.append({"key": key, "label": label, "href": _link(page, sort=key, dir="desc" if desc_next else "asc"),
+        sort_links.append({"key": key, "label": label,
+                           "href": _link(page, sort=key, dir="desc" if desc_next else "asc"),
                            "aria": ("descending" if page.descending else "ascending") if active else None})
     query: Mapping[str, str | None] = {"local_office": page.office, "programme": page.programme}
     downloads = {fmt: f"report.{fmt}?" + urlencode({k: v for k, v in query.items() if v}) for fmt in ("csv", "json")}

@@ -68,7 +68,7 @@ def _upsert(table: str) -> str:
     names = ", ".join(cols)
     params = ", ".join(f"%({c})s" for c in cols)
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
-    return (f"INSERT INTO formr.{table} AS t (id, {names}, deleted, rank) "
+    return (f"INSERT INTO formr.{table} AS t (id, {names}, deleted, rank) "  # noqa: S608  table and column names from COLUMNS only, values as parameters
             f"VALUES (%(id)s, {params}, %(deleted)s, %(rank)s::numeric[]) "
             f"ON CONFLICT (id) DO UPDATE SET {sets}, deleted = EXCLUDED.deleted, rank = EXCLUDED.rank, "
             f"written_at = now() WHERE t.rank < EXCLUDED.rank")
@@ -98,7 +98,7 @@ def _offices_touched(cur: psycopg.Cursor[Any], writes: Sequence[Write]) -> set[t
     for w in writes:
         by_table.setdefault(w.table, []).append(w.id)
     for table, ids in by_table.items():  # COLUMNS keys only: never a name from the input
-        rows = cur.execute(f"SELECT trainee_id FROM formr.{table} WHERE id = ANY(%s)", (ids,)).fetchall()
+        rows = cur.execute(f"SELECT trainee_id FROM formr.{table} WHERE id = ANY(%s)", (ids,)).fetchall()  # noqa: S608  table names from COLUMNS only, values as parameters
         trainees.update(r[0] for r in rows if r[0] is not None)
     if not trainees:
         return set()

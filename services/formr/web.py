@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from psycopg_pool import ConnectionPool
 
 from services import logs
@@ -47,7 +48,7 @@ def build_web(load: Loader, trust: Trust, rules: Rules, now: Callable[[], dt.dat
     why it is not alive (its consumer stopped making progress), or ``None``."""
 
     @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/readyz"):
             resp = await handler(request)
         else:

@@ -15,7 +15,7 @@ import orjson
 
 from services.netchange import trainee
 from services.netchange.cdc import ENTITIES, Change, MalformedEnvelope, parse_envelope
-from services.netchange.days import Calendar
+from services.netchange.days import Calendar, Day
 from services.netchange.trainee import Fold, Router, TraineeState
 
 
@@ -51,7 +51,7 @@ class Aggregation:
         """Every (trainee, day) with a net change, ordered by (day, trainee_id); each trainee's days
         close oldest first, as the stream closes them."""
         open_days = sorted(((label, who) for who, state in self.states.items() for label in state.days))
-        by_label = {}
+        by_label: dict[str, Day] = {}
         for label, who in open_days:
             day = by_label.get(label) or by_label.setdefault(label, self.fold.calendar.by_label(label))
             record, self.states[who] = self.fold.close(self.states[who], who, day)
@@ -104,7 +104,7 @@ def run_batch(path: str) -> int:
     settings = DaySettings()
     calendar = Calendar(settings.timezone, settings.day_seconds)
     try:
-        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed by the `with stream:` below
     except OSError as exc:
         print(f"aggregate: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -82,11 +82,11 @@ class Change:
 
     @property
     def key(self) -> tuple[str, str]:
-        assert self.entity_id is not None
+        assert self.entity_id is not None  # noqa: S101  an invariant for the type checker, not a check of input
         return (self.table, self.entity_id)
 
 
-def loads(value: bytes | str) -> Any:
+def loads(value: bytes | bytearray | memoryview | str) -> Any:
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -125,7 +125,8 @@ def _lsn(value: Any) -> int:
     elif t is not int:
         raise MalformedEnvelope("source.sequence holds a value that is not an LSN")
     if 0 <= value <= _LSN_MAX:
-        return value
+        lsn: int = value  # an int by the type tests above
+        return lsn
     raise MalformedEnvelope("source.sequence holds an LSN out of range")
 
 
@@ -259,7 +260,8 @@ def _key(table: str, before: State | None, after: State | None) -> str:
                     raise MalformedEnvelope(f"primary key ({pk}) is empty")
                 if len(val) > MAX_KEY_CHARS:
                     raise MalformedEnvelope(f"primary key ({pk}) is longer than {MAX_KEY_CHARS} characters")
-                return val
+                key: str = val  # a str by the type test above
+                return key
             if t is int:
                 return str(val)
             if val is not None:
@@ -278,12 +280,13 @@ def parse_envelope(value: bytes | str | Mapping[str, Any] | None) -> Change | No
     tests: this runs for every event the aggregator reads.
     """
     try:
-        from_json = isinstance(value, (bytes, str, bytearray, memoryview))
-        if from_json:
+        if isinstance(value, (bytes, str, bytearray, memoryview)):
+            from_json = True
             if len(value) > MAX_ENVELOPE_BYTES:
                 raise MalformedEnvelope(f"envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
             env = loads(value)
         else:
+            from_json = False
             env = value
         if env is None:
             return None

@@ -195,7 +195,7 @@ def person_apply(history: PersonHistory, day: Day, change: Resolved) -> PersonHi
     for _, pos, _ in history:
         if pos is not None and pos == change.position:
             return None  # replayed
-    return history + ((day.start_ms, change.position, change.after),)
+    return (*history, (day.start_ms, change.position, change.after))
 
 
 def person_trim(history: PersonHistory, floor_ms: int) -> PersonHistory:
@@ -230,7 +230,7 @@ def _fields(table: str, old: State | None, new: State | None) -> dict[str, dict[
 
 def _suppressed_placement(orig: State | None, cur: State | None, day: Day) -> str | None:
     ref = cur if cur is not None else orig
-    assert ref is not None
+    assert ref is not None  # noqa: S101  an invariant for the type checker, not a check of input
     ptype = ref.get("placement_type")
     if not (isinstance(ptype, str) and ptype.lower().startswith("in post")):
         return REASON_NOT_IN_POST

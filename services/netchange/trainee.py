@@ -264,6 +264,8 @@ def as_connector_keys(envelopes: list[Mapping[str, Any]]) -> list[tuple[bytes, M
         table = env["source"]["table"]
         before, after = env.get("before"), env.get("after")
         row = after or before
+        if row is None:
+            raise ValueError("an envelope with neither a before nor an after image")
         ekey = (table, str(row[_pk_of(table)]))
         old = owner(table, before) or last.get(ekey)
         new = owner(table, after)

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from prometheus_client import Counter, Gauge
@@ -26,6 +26,10 @@ from services import logs
 from services.netchange.stall import Verdict, Watch
 from services.settings import AggregatorSettings
 
+if TYPE_CHECKING:
+    from faust.tables.manager import TableManager
+    from faust.transport.consumer import Consumer
+
 log = logs.get("aggregator")
 
 STALLED = Gauge("netchange_stalled", "1 when an input partition with lag has committed nothing for TN_STALL_SECONDS")
@@ -33,15 +37,22 @@ REPAIRS = Counter("netchange_partition_repairs_total", "input partitions stuck f
                   "the watchdog made faust fetch again from their committed offset")
 
 
+def _consumer(app: faust.App) -> Consumer:
+    """The worker's consumer as faust's concrete class: the private state read here is declared
+    there, not on the ConsumerT interface that ``app.consumer`` is typed as."""
+    return cast("Consumer", app.consumer)
+
+
 def busy(app: faust.App) -> bool:
     """Rebalancing or recovering tables: not a time to judge progress."""
-    return bool(app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set())
+    tables = cast("TableManager", app.tables)  # .recovery is TableManager's, not TableManagerT's
+    return bool(app.rebalancing or app.in_recovery or not tables.recovery.completed.is_set())
 
 
 async def behind(app: faust.App, topics: Collection[str]) -> dict[Any, int | None]:
     """Input partitions whose end offset (the broker's, not faust's fetched highwater, which a
     partition never fetched has none of) is past what this worker has committed."""
-    consumer = app.consumer
+    consumer = _consumer(app)
     held = [tp for tp in consumer.assignment() if tp.topic in topics]
     ends = await consumer.highwaters(*held) if held else {}
     out = {}
@@ -55,7 +66,7 @@ async def behind(app: faust.App, topics: Collection[str]) -> dict[Any, int | Non
 
 def looks(app: faust.App, tp: Any) -> dict[str, Any]:
     """What faust holds of one partition (offsets and flags, no record contents)."""
-    consumer = app.consumer
+    consumer = _consumer(app)
     acked = consumer._acked.get(tp) or []
     return {"committed": consumer._committed_offset.get(tp), "read": consumer._read_offset.get(tp),
             "acked_from": min(acked) if acked else None, "acked": len(acked),
@@ -69,7 +80,7 @@ async def repair(app: faust.App, tp: Any, committed: int | None) -> None:
     its read offset, and a record fetched before a rebalance can be marked read without reaching the
     agent, so that the commits never pass it). Replays are idempotent (by Debezium position); the
     acknowledgements of the offsets read again are forgotten so that theirs count this time."""
-    consumer = app.consumer
+    consumer = _consumer(app)
     consumer._buffered_partitions.discard(tp)
     consumer.resume_partitions([tp])
     start = committed or 0
@@ -81,7 +92,8 @@ async def repair(app: faust.App, tp: Any, committed: int | None) -> None:
 def install(app: faust.App, settings: AggregatorSettings, topics: Collection[str], watch: Watch) -> Callable[[], bool]:
     """Start the watchdog's timer on ``app``; returns the worker's ``busy`` check (for readiness)."""
 
-    @app.timer(interval=max(1.0, min(10.0, settings.stall_seconds / 4)))
+    # faust annotates App.timer as returning a bare Callable, so the function it decorates is untyped
+    @app.timer(interval=max(1.0, min(10.0, settings.stall_seconds / 4)))  # type: ignore[untyped-decorator]
     async def watchdog() -> None:
         found = {} if busy(app) else await behind(app, topics)
         named = {f"{tp.topic}:{tp.partition}": tp for tp in found}

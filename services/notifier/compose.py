@@ -141,7 +141,7 @@ def _text_env() -> jinja2.Environment:
     # Plain text is not HTML: nothing to escape (every value is already one line, see clean_text).
     return jinja2.Environment(  # the text part is never read as HTML
         loader=jinja2.PackageLoader("services.notifier", "templates"),
-        autoescape=False,
+        autoescape=False,  # noqa: S701  the plain-text part: never read as HTML
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -112,11 +112,13 @@ class Mailer:
     progress: float = field(default_factory=time.monotonic)  # the last poll, outcome or retry (liveness)
     renderer: Renderer | None = None  # None: compose and render on the event loop
     _inflight: dict[str, asyncio.Event] = field(default_factory=dict)
-    _claimed: dict[str, tuple[Notification, Claim, Content]] = field(default_factory=dict)  # by claim_batch, not yet used
+    # by claim_batch, not yet used
+    _claimed: dict[str, tuple[Notification, Claim, Content]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.renderer is None:
-            self.renderer = Renderer(Context(self.contacts, self.settings.mail_from, self.settings.allow_test_domains), 0)
+            self.renderer = Renderer(Context(self.contacts, self.settings.mail_from,
+                                             self.settings.allow_test_domains), 0)
 
     @functools.cached_property
     def sender(self) -> str:
@@ -186,8 +188,9 @@ class Mailer:
         content = content or Content(content_hash(record), raw)
         if not needs_claim(n, record):
             unsent = unsent_reason(record)
-            assert unsent is not None
-            reason = (record.get("suppressed") or "no notifiable change") if unsent is Status.SUPPRESSED else "no address"
+            assert unsent is not None  # noqa: S101  an invariant for the type checker, not a check of input
+            reason = ((record.get("suppressed") or "no notifiable change") if unsent is Status.SUPPRESSED
+                      else "no address")
             decision, old_hash = await self.ledger.record_final(n, unsent, reason, content)
             if decision == "recorded":
                 await self.status(n, unsent, reason=reason, content_hash=content.hash)
@@ -307,7 +310,7 @@ class Mailer:
             row = await self.ledger.status(n.notification_id)  # rare: a resend of an uncertain attempt
             if row is not None and row.get("first_sent_at") is None and row.get("sent_at") is None:
                 copy_of = UncertainAttempt.fromtimestamp(copy_of.timestamp(), copy_of.tzinfo)  # never confirmed
-        assert self.renderer is not None
+        assert self.renderer is not None  # noqa: S101  an invariant for the type checker, not a check of input
         composed = await self.renderer(n.kind, record, mid, copy_of)
         if isinstance(composed, compose.Refusal):
             status = {compose.NOTHING_TO_SEND: Status.SUPPRESSED, compose.NO_ADDRESS: Status.NO_ADDRESS}.get(
@@ -353,7 +356,8 @@ class Mailer:
                                    else result.reason or "relay refused")
             horizon_passed = time.monotonic() - started > self.settings.smtp_retry_horizon_seconds
             if result.outcome is Outcome.FAILED or horizon_passed:
-                reason = result.reason if result.outcome is Outcome.FAILED else f"gave up after {attempt} attempts: {result.reason}"
+                reason = (result.reason if result.outcome is Outcome.FAILED
+                          else f"gave up after {attempt} attempts: {result.reason}")
                 await self.outcome(n, Status.FAILED, raw, reason=reason, **common)
                 return
             RETRIED.inc()

@@ -152,7 +152,7 @@ class Contacts:
 
         def contact(entry: Any, where: str) -> Contact:
             if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-                raise ValueError(f"contacts: {where} needs a name")  # noqa: TRY004
+                raise ValueError(f"contacts: {where} needs a name")
             email_ = entry.get("email")
             url = entry.get("url")
             if email_ is not None and not isinstance(email_, str):
@@ -163,7 +163,7 @@ class Contacts:
 
         offices = data.get("local_offices", {})
         if not isinstance(offices, Mapping):
-            raise ValueError("contacts: local_offices must be an object")  # noqa: TRY004
+            raise ValueError("contacts: local_offices must be an object")
         fallback = contact(data["fallback"], "fallback") if "fallback" in data else DEFAULT_CONTACTS.fallback
         return cls(
             fallback=fallback,
@@ -176,7 +176,7 @@ class Contacts:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
         if not isinstance(data, Mapping):
-            raise ValueError("contacts: the file must hold a JSON object")  # noqa: TRY004
+            raise ValueError("contacts: the file must hold a JSON object")
         return cls.from_mapping(data)
 
     @classmethod

@@ -74,13 +74,15 @@ BEGIN
     END IF;
     SELECT * INTO r FROM notify.ledger l WHERE l.notification_id = p_id FOR UPDATE;
     expired := r.lease_until IS NULL OR r.lease_until < now();
-    IF r.resend_requested AND (r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED') OR expired) THEN
+    IF r.resend_requested
+       AND (r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED') OR expired) THEN
         UPDATE notify.ledger l SET status = 'PENDING', generation = r.generation + 1, owner = p_owner,
                lease_until = now() + make_interval(secs => p_lease), updated_at = now(), resend_requested = false
          WHERE l.notification_id = p_id;
         -- a resend of an UNCERTAIN one names when that attempt was given up as uncertain (a copy too)
         RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status,
-                            COALESCE(r.first_sent_at, r.sent_at, CASE WHEN r.status = 'UNCERTAIN' THEN r.updated_at END);
+                            COALESCE(r.first_sent_at, r.sent_at,
+                                     CASE WHEN r.status = 'UNCERTAIN' THEN r.updated_at END);
         RETURN;
     END IF;
     IF r.status IN ('SENT', 'FAILED', 'UNCERTAIN', 'SUPPRESSED', 'NO_ADDRESS', 'SUPERSEDED') THEN
@@ -193,7 +195,8 @@ BEGIN
                superseded_status = CASE WHEN r.superseded_hash = p_hash THEN NULL ELSE r.superseded_status END
          WHERE l.notification_id = p_id;
         RETURN QUERY SELECT 'send'::text, r.generation + 1, r.status,
-                            COALESCE(r.first_sent_at, r.sent_at, CASE WHEN r.status = 'UNCERTAIN' THEN r.updated_at END),
+                            COALESCE(r.first_sent_at, r.sent_at,
+                                     CASE WHEN r.status = 'UNCERTAIN' THEN r.updated_at END),
                             r.content_hash, r.resend_request_id, r.resend_by, r.resend_reason;
         RETURN;
     END IF;
@@ -437,7 +440,7 @@ class Ledger:
                                    connection_class=AsyncConnection[DictRow],
                                    kwargs={"autocommit": True, "row_factory": dict_row})
 
-    async def open(self, timeout: float = 30.0) -> None:
+    async def open(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109  handed to psycopg_pool's own wait(timeout=)
         """Connect (waiting up to ``timeout`` s for the pool's first connections) and apply the schema.
         May be called again after a failure (the pool a timeout closed is replaced)."""
         if self._pool.closed:
@@ -452,7 +455,7 @@ class Ledger:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def ping(self, timeout: float) -> None:
+    async def ping(self, timeout: float) -> None:  # noqa: ASYNC109  the pool's and the server's own timeouts, so the connection goes back clean
         """Readiness: the ledger's table answers a read within ``timeout`` seconds (a stuck database or a
         lock on the table does not)."""
         ms = str(max(1, int(timeout * 1000)))
@@ -517,9 +520,9 @@ class Ledger:
         """Record an attempt's result or an outcome (with the marks of concurrent callers, one statement).
         False when this instance no longer holds the claim: nothing was written (another instance took
         the notification over when the lease ran out)."""
-        return await self._marks(notification_id, {"status": status.value, "message_id": message_id, "smtp_code": smtp_code,
-                                            "reason": reason, "attempt": 1 if attempt else 0,
-                                            "final": status in FINAL})
+        return await self._marks(notification_id, {"status": status.value, "message_id": message_id,
+                                                   "smtp_code": smtp_code, "reason": reason,
+                                                   "attempt": 1 if attempt else 0, "final": status in FINAL})
 
     async def _mark_many(self, batch: list[tuple[str, dict[str, Any]]]) -> list[bool]:
         marks = [mark for _, mark in sorted(batch, key=lambda kv: kv[0])]
@@ -557,7 +560,7 @@ class Ledger:
             "SELECT * FROM notify.record_final(%s, %s, %s, %s, %s, %s, %s, %s::text, %s::bytea)",
             (n.notification_id, n.record_id, n.trainee_id, n.day, n.kind.value, status.value, reason,
              content.hash if content else None, content.value if content else None))
-        assert row is not None
+        assert row is not None  # noqa: S101  an invariant for the type checker, not a check of input
         return row["o_decision"], row["o_old_hash"]
 
     async def release(self, *notification_ids: str) -> None:

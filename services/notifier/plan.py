@@ -124,5 +124,5 @@ def send_after(day: str, send_at: str, zone: str) -> dt.datetime:
 
 def backoff(attempt: int, base: float, cap: float = 300.0, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
-    rng = rng or random.Random()
+    rng = rng or random.Random()  # noqa: S311  retry jitter, not a secret
     return rng.uniform(0, min(cap, base * (2 ** attempt)))

@@ -70,7 +70,7 @@ def _init_worker(ctx: Context, parent: int) -> None:
 
 def _render_in_worker(kind: Kind, record: dict[str, Any], message_id: str,
                       copy_of: dt.datetime | None) -> Rendered | compose.Refusal:
-    assert _worker_ctx is not None
+    assert _worker_ctx is not None  # noqa: S101  an invariant for the type checker, not a check of input
     return render(_worker_ctx, kind, record, message_id, copy_of)
 
 

@@ -199,7 +199,8 @@ __all__ = [
 BOOTSTRAP_OPTION = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (default: TN_KAFKA_BOOTSTRAP)")
 JSON_OPTION = typer.Option(False, "--json", help="print JSON instead of tables")
 SHOW_PERSONAL_OPTION = typer.Option(False, "--show-personal",
-                                    help="show personal fields unmasked (written to the audit log with your login name)")
+                                    help="show personal fields unmasked "
+                                         "(written to the audit log with your login name)")
 
 
 def kafka_settings(bootstrap: str | None = None) -> KafkaSettings:

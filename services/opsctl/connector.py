@@ -208,7 +208,9 @@ def render_tables(rep: Report, warn_bytes: int) -> list[Table]:
 
 
 def _styled(state: str) -> str:
-    return f"[green]{state}[/]" if state == "RUNNING" else f"[red]{state}[/]" if state == "FAILED" else f"[yellow]{state}[/]"
+    if state == "RUNNING":
+        return f"[green]{state}[/]"
+    return f"[red]{state}[/]" if state == "FAILED" else f"[yellow]{state}[/]"
 
 
 @app.command("status")
@@ -217,7 +219,8 @@ def status_cmd(
     source_dsn: str | None = SOURCE_DSN_OPTION,
     warn_bytes: int = typer.Option(DEFAULT_WARN_BYTES, "--warn-bytes", help="retained WAL alert threshold"),
     prometheus: bool = typer.Option(False, "--prometheus", help="print Prometheus exposition text"),
-    check: bool = typer.Option(False, "--check", help="exit 1 unless every task RUNS and the WAL is under the threshold"),
+    check: bool = typer.Option(False, "--check",
+                               help="exit 1 unless every task RUNS and the WAL is under the threshold"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The connector's and its tasks' states; the replication slot's retained WAL."""

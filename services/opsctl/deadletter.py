@@ -55,7 +55,9 @@ class Entry:
     @property
     def source(self) -> str:
         h = self.headers
-        return f"{h['source.topic']}:{h.get('source.partition', '?')}:{h.get('source.offset', '?')}" if "source.topic" in h else ""
+        if "source.topic" not in h:
+            return ""
+        return f"{h['source.topic']}:{h.get('source.partition', '?')}:{h.get('source.offset', '?')}"
 
     def original_topic(self, settings: Any) -> str | None:
         if "source.topic" in self.headers:
@@ -204,7 +206,8 @@ def show_cmd(
         out = common.console()
         for k in ("ref", "topic", "time", "reason", "source", "notification_id", "format"):
             out.print(f"[bold]{k}[/bold]: {data.get(k) or ''}", highlight=False)
-        out.print_json(data=common.to_jsonable({"key": data["key"], "headers": data["headers"], "value": data["value"]}))
+        out.print_json(data=common.to_jsonable({"key": data["key"], "headers": data["headers"],
+                                                "value": data["value"]}))
 
 
 def _mark_failed_mail(conn: Any, e: Entry, rid: str, who: str, reason: str) -> str:
@@ -215,7 +218,7 @@ def _mark_failed_mail(conn: Any, e: Entry, rid: str, who: str, reason: str) -> s
     nid = e.headers.get("notification_id")
     if not nid:
         return "no notification id: the mailer reads it as a new record"
-    row = conn.execute(f"SELECT {rs._COLUMNS} FROM notify.ledger WHERE notification_id = %s", (nid,)).fetchone()
+    row = conn.execute(f"SELECT {rs._COLUMNS} FROM notify.ledger WHERE notification_id = %s", (nid,)).fetchone()  # noqa: S608  a fixed column list, values as parameters
     if row is None:
         return "not in the ledger: the mailer sends it as new"
     if row["resend_requested"]:
@@ -224,7 +227,7 @@ def _mark_failed_mail(conn: Any, e: Entry, rid: str, who: str, reason: str) -> s
         return f"in flight ({row['status']})"
     try:
         h = content_hash(serde.decode(serde.NETCHANGE, e.value or b""))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unreadable value has no content hash: the resend still goes
         h = None
     updated = conn.execute(
         "UPDATE notify.ledger SET resend_requested = true, resend_by = %s, resend_reason = %s, resend_request_id = %s,"
@@ -280,13 +283,14 @@ def retry_cmd(
                     row.update(action="skip", note="no original topic in its headers")
                 elif item in done:
                     row.update(action="skip", note=f"already re-submitted by request {rid}")
-                elif execute:
+                elif prod is not None:  # --execute
                     import json
 
                     with conn.transaction():
                         added = conn.execute(
                             "INSERT INTO notify.ops_audit (request_id, item, action, operator, reason, detail)"
-                            " VALUES (%s, %s, 'deadletter-retry', %s, %s, %s::jsonb) ON CONFLICT DO NOTHING RETURNING 1",
+                            " VALUES (%s, %s, 'deadletter-retry', %s, %s, %s::jsonb)"
+                            " ON CONFLICT DO NOTHING RETURNING 1",
                             (rid, item, who, reason, json.dumps({"to": target, "dlq_reason": e.reason}))).fetchone()
                         if added and e.dlq == "mail":
                             row["note"] = _mark_failed_mail(conn, e, rid, who, reason)

@@ -86,7 +86,8 @@ def gather(admin: Any, group: str, target: Target, topics: list[str], partitions
     except PlanError as exc:
         raise common.OpsError(str(exc)) from None
     low, high = groups.earliest_offsets(admin, tps), groups.end_offsets(admin, tps)
-    at_time = groups.offsets_for_time(admin, tps, target.value) if target.mode is Mode.DATETIME and target.value is not None else {}
+    at_time = (groups.offsets_for_time(admin, tps, target.value)
+               if target.mode is Mode.DATETIME and target.value is not None else {})
     states = [PartitionState(t, p, committed.get((t, p)), low[(t, p)], high[(t, p)], at_time.get((t, p)))
               for t, p in tps]
     return members, states
@@ -147,7 +148,8 @@ def print_plan(group: str, plan: Plan, executed: bool) -> None:
 
 
 def reset_offsets(
-    group: str = typer.Argument(..., help="the consumer group, e.g. trainee-notify-mailer or trainee-notify-aggregator"),
+    group: str = typer.Argument(..., help="the consumer group, "
+                                          "e.g. trainee-notify-mailer or trainee-notify-aggregator"),
     to_datetime: str | None = typer.Option(None, "--to-datetime", help="first offset at or after this time: "
                                            "ISO-8601 (naive = UTC), e.g. 2026-11-24T07:00:00Z, or a duration ago: 2h"),
     to_offset: int | None = typer.Option(None, "--to-offset", help="this offset on every selected partition (clamped)"),
@@ -167,7 +169,7 @@ def reset_offsets(
 
         trainee-notify reset-offsets trainee-notify-mailer --to-datetime 2026-11-24T07:00:00Z
         trainee-notify reset-offsets trainee-notify-mailer --shift-by -10 --topic trainee-notify.netchange.v1:3 --execute
-    """
+    """  # noqa: E501  an example command, kept whole so it can be copied
     with common.cli_errors():
         if execute and dry_run:
             raise common.UsageError("--execute and --dry-run contradict each other")
@@ -181,7 +183,8 @@ def reset_offsets(
             raise common.OpsError(str(exc)) from None
         if members and execute:
             if as_json:
-                common.print_json({**plan_json(group, plan, members, execute, False), "refused": live_message(group, members)})
+                common.print_json({**plan_json(group, plan, members, execute, False),
+                                   "refused": live_message(group, members)})
             raise common.OpsError(live_message(group, members), EXIT_REFUSED)
         if execute:
             execute_plan(admin, group, plan)

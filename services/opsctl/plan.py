@@ -110,10 +110,10 @@ def new_offset(state: PartitionState, target: Target) -> tuple[int, str]:
     if target.mode is Mode.LATEST:
         return state.high, ""
     if target.mode is Mode.OFFSET:
-        assert target.value is not None
+        assert target.value is not None  # noqa: S101  an invariant for the type checker, not a check of input
         return _clamp(target.value, state.low, state.high)
     if target.mode is Mode.SHIFT:
-        assert target.value is not None
+        assert target.value is not None  # noqa: S101  an invariant for the type checker, not a check of input
         if state.committed is None:
             raise PlanError(f"cannot shift {state.topic}:{state.partition}: the group has no committed offset there")
         return _clamp(state.committed + target.value, state.low, state.high)
@@ -165,7 +165,7 @@ Selection = dict[str, frozenset[int] | None]  # topic -> partitions (None: all o
 
 
 def _ints(text: str, what: str) -> set[int]:
-    out = set()
+    out: set[int] = set()
     for part in text.split(","):
         part = part.strip()
         if not part:
@@ -217,11 +217,11 @@ def parse_selection(topics: Sequence[str], partitions: Sequence[str]) -> Selecti
     if partitions and not every:
         raise PlanError("--partition given without a partition number")
     out: Selection = {}
-    for name, parts in chosen.items():
-        if parts is None:
+    for name, numbers in chosen.items():
+        if numbers is None:
             out[name] = frozenset(every) if every is not None else None
         else:
-            out[name] = frozenset(parts)
+            out[name] = frozenset(numbers)
     if every is not None and not chosen:
         out[""] = frozenset(every)  # partitions of every topic the group has offsets for
     return out
@@ -232,7 +232,8 @@ def _is_range(text: str) -> bool:
     return bool(dash) and lo.strip().isdigit() and hi.strip().isdigit()
 
 
-def select(selection: Selection, available: Mapping[str, int], committed_topics: Iterable[str]) -> list[tuple[str, int]]:
+def select(selection: Selection, available: Mapping[str, int],
+           committed_topics: Iterable[str]) -> list[tuple[str, int]]:
     """The (topic, partition) pairs to plan. ``available``: the broker's topics and their partition
     counts; ``committed_topics``: the topics the group has committed offsets for (the default when
     no topic is named). Raises :class:`PlanError` for an unknown topic or partition."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,9 @@ def find_record(settings: Any, admin: Any, trainee: str, day: str) -> dict[str, 
     n = common.topic_partitions(admin, topic)
     exact = f"{trainee}:{day}".encode()
     found = None
-    for partitions, match in (([common.partition_for_key(exact, n)], lambda k: k == exact),
-                              (None, lambda k: k.startswith(exact))):
+    searches: list[tuple[list[int] | None, Callable[[bytes], bool]]] = [
+        ([common.partition_for_key(exact, n)], lambda k: k == exact), (None, lambda k: k.startswith(exact))]
+    for partitions, match in searches:
         for raw in scan(settings, admin, topic, partitions=partitions, start=Start(earliest=True), idle_timeout=10.0):
             if (raw.key is not None and match(raw.key) and raw.value is not None
                     and (found is None or raw.timestamp_ms >= found.timestamp_ms)):

@@ -80,7 +80,8 @@ def classify(row: dict[str, Any], request_id: str, done_by_request: bool) -> Can
 
     if row["resend_requested"]:
         if row["resend_request_id"] == request_id:
-            value = row["superseded_value"] if row["status"] == "SUPERSEDED" and row["superseded_value"] else row["record_value"]
+            value = (row["superseded_value"] if row["status"] == "SUPERSEDED" and row["superseded_value"]
+                     else row["record_value"])
             return out("republish", "requested by this request, not yet sent: published again", value,
                        _hash_of(value))
         return out("skip", f"a resend is already pending (request {row['resend_request_id'] or 'by hand'})")
@@ -112,7 +113,7 @@ def _hash_of(value: bytes | None) -> str | None:
         return None
     try:
         return content_hash(serde.decode(serde.NETCHANGE, value))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unreadable value has no content hash
         return None
 
 
@@ -140,14 +141,15 @@ def _where(dsn: str) -> str:
 
     try:
         info = conninfo_to_dict(dsn)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a malformed DSN is named by its variable, never shown
         return "TN_LEDGER_DSN"
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
 
 
 def select_rows(conn: Any, trainees: list[str], days: list[str], statuses: list[str], since: dt.datetime | None,
                 until: dt.datetime | None, kinds: list[str]) -> list[dict[str, Any]]:
-    where, params = ["kind = ANY(%s)"], [kinds]
+    where: list[str] = ["kind = ANY(%s)"]
+    params: list[object] = [kinds]
     if trainees:
         where.append("trainee_id = ANY(%s)")
         params.append(trainees)
@@ -163,7 +165,7 @@ def select_rows(conn: Any, trainees: list[str], days: list[str], statuses: list[
     if until:
         where.append("updated_at < %s")
         params.append(until)
-    return list(conn.execute(f"SELECT {_COLUMNS} FROM notify.ledger WHERE {' AND '.join(where)}"
+    return list(conn.execute(f"SELECT {_COLUMNS} FROM notify.ledger WHERE {' AND '.join(where)}"  # noqa: S608  fixed columns and conditions, values as parameters
                              " ORDER BY day, trainee_id, kind", params).fetchall())
 
 
@@ -306,7 +308,8 @@ def resend(
         going = [c for c in cands if c.action in ("send", "republish")]
         if as_json:
             common.print_json({"request_id": rid, "operator": who, "reason": reason, "execute": execute,
-                               "selected": len(cands), "resend": len(going), "notifications": [_row_json(c) for c in cands]})
+                               "selected": len(cands), "resend": len(going),
+                               "notifications": [_row_json(c) for c in cands]})
             return
         out = common.console()
         title = (f"resend {rid}: requested" if execute else f"resend {rid}: dry run (nothing asked for; add --execute)")

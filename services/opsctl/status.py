@@ -145,7 +145,8 @@ def _digests(screen: Screen, dsn: str, now: dt.datetime, extra_days: list[dt.dat
             screen.warnings.append(f"{counts['PENDING']} digest(s) of {d} still PENDING after their send time {due}")
         for bad in ("FAILED", "UNCERTAIN", "SUPERSEDED"):
             if counts.get(bad):
-                screen.warnings.append(f"{counts[bad]} notification(s) of {d} {bad}: see `trainee-notify resend --help`")
+                screen.warnings.append(f"{counts[bad]} notification(s) of {d} {bad}: "
+                                       "see `trainee-notify resend --help`")
     screen.digests = out
 
 
@@ -237,7 +238,8 @@ def render(screen: Screen, out: Any = None) -> None:
         cols = statuses + extra or ["(none)"]
         t = Table("day", *cols, "digests go at", title="notifications by ledger status")
         for day, d in screen.digests.items():
-            t.add_row(f"{d['label']} {day}" if d["label"] != "day" else day, *[str(d["by_status"].get(s, 0)) for s in cols],
+            t.add_row(f"{d['label']} {day}" if d["label"] != "day" else day,
+                      *[str(d["by_status"].get(s, 0)) for s in cols],
                       d["send_at"] + (" [red](overdue)[/]" if d["overdue"] else ""))
         out.print(t)
     if screen.dead_letters:

@@ -141,7 +141,10 @@ def tail(
             return
         records = scan(settings, admin, topic, partitions=parts, start=start, until_ms=until_ms)
         selected = ((raw, d) for raw in records if (d := decoded_of(raw)) is not None)
-        order = lambda rd: (rd[0].timestamp_ms, rd[0].partition, rd[0].offset)
+
+        def order(rd: tuple[Raw, Decoded]) -> tuple[int, int, int]:
+            return (rd[0].timestamp_ms, rd[0].partition, rd[0].offset)
+
         if newest:
             # the newest `limit` of what was read, in time order
             batch = sorted(heapq.nlargest(limit or DEFAULT_LIMIT, selected, key=order), key=order)

@@ -69,7 +69,8 @@ def describe_envelope(table: str, envelope: Mapping[str, Any], show_personal: bo
     if op == "u" and isinstance(before, Mapping) and isinstance(after, Mapping):
         for k in sorted(set(before) | set(after)):
             if before.get(k) != after.get(k):
-                changed[k] = {"old": _masked(before.get(k), k, show_personal), "new": _masked(after.get(k), k, show_personal)}
+                changed[k] = {"old": _masked(before.get(k), k, show_personal),
+                              "new": _masked(after.get(k), k, show_personal)}
     elif isinstance(row, Mapping):
         changed = {k: _masked(v, k, show_personal) for k, v in row.items() if v is not None and k != pk}
     names = ", ".join(changed) if op == "u" else ""
@@ -183,7 +184,8 @@ def kafka_events(settings: Any, admin: Any, trainee: str, show_personal: bool,
                 at = value.get("at_ms")
                 when = at if isinstance(at, dt.datetime) else _ts(raw)
                 what = (f"{value.get('notification_id')} {value.get('status')} (attempt {value.get('attempt')}, "
-                        f"generation {value.get('generation')})" + (f": {value['reason']}" if value.get("reason") else ""))
+                        f"generation {value.get('generation')})"
+                        + (f": {value['reason']}" if value.get("reason") else ""))
                 events.append(Event(when, source, what, _ref(raw), value))
             else:
                 what = f"mail dead letter: {d.headers.get('reason', '?')} ({d.headers.get('notification_id', '')})"
@@ -216,7 +218,8 @@ def ledger_events(dsn: str, trainee: str) -> list[Event]:
             extra = f": {row['reason']}" if row.get("reason") else ""
             if row.get("status") == "SUPERSEDED":
                 extra += (f" ({str(row.get('superseded_status') or '').lower() or 'final'} content "
-                          f"{_short_hash(row.get('content_hash'))}, new content {_short_hash(row.get('superseded_hash'))};"
+                          f"{_short_hash(row.get('content_hash'))}, "
+                          f"new content {_short_hash(row.get('superseded_hash'))};"
                           " decide: `trainee-notify resend --status SUPERSEDED`)")
             events.append(Event(row["updated_at"], "ledger", f"{nid} now {row.get('status')}{extra}", nid, row))
     return events

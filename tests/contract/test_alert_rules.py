@@ -42,7 +42,8 @@ def test_the_wal_thresholds_are_the_documented_ones() -> None:
 
 
 def test_every_metric_a_rule_uses_is_written_by_connector_status_prometheus() -> None:
-    rep = connector.Report(connector.ConnectorState("tss-postgres", "RUNNING", "w", [connector.TaskState(0, "FAILED", "w")]),
+    state = connector.ConnectorState("tss-postgres", "RUNNING", "w", [connector.TaskState(0, "FAILED", "w")])
+    rep = connector.Report(state,
                            [connector.Slot("tss_debezium", False, 5 * GIB)])
     text = connector.prometheus_text(rep, connector.DEFAULT_WARN_BYTES)
     written = {line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")}

@@ -114,7 +114,8 @@ def test_the_clock_closes_days_the_maximum_hold_forces_them_and_late_events_are_
         # 1. the clock passes midnight + grace: the day closes with no further events
         run.set_clock(end + GRACE_MS + 5_000)
         [first] = run.netchange(1, timeout=60)
-        assert first["day"] == "2026-11-24" and first["changes"][0]["fields"]["site"]["new"] == "Royal Papworth Hospital"
+        assert first["day"] == "2026-11-24"
+        assert first["changes"][0]["fields"]["site"]["new"] == "Royal Papworth Hospital"
         # 2. the connector stalls (no heartbeats): the next day is held back ...
         p1 = {**p0, "site": "Royal Papworth Hospital"}
         p2 = {**p1, "grade": "ST4"}
@@ -129,7 +130,8 @@ def test_the_clock_closes_days_the_maximum_hold_forces_them_and_late_events_are_
         # ... until the maximum hold runs out: the day closes anyway
         run.set_clock(end2 + GRACE_MS + 600_000 + 5_000, heartbeat=False)
         second = next(r for r in run.netchange(2, timeout=60) if r["id"] != first["id"])
-        assert second["day"] == "2026-11-25" and second["changes"][0]["fields"] == {"grade": {"old": "ST3", "new": "ST4"}}
+        assert second["day"] == "2026-11-25"
+        assert second["changes"][0]["fields"] == {"grade": {"old": "ST3", "new": "ST4"}}
         # 3. an event of 25 November arriving now is late: folded into the open day and flagged
         p3 = {**p2, "grade": "ST5"}
         run.produce([envelope("placement", "u", p2, p3, end + 20 * 3_600_000)])

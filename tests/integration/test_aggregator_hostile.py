@@ -21,12 +21,14 @@ DAYS = [dt.date(2026, 11, 24), dt.date(2026, 11, 25)]
 def test_hostile_envelopes_go_to_the_dead_letter_and_every_good_record_equals_the_batch(run: AggregatorRun) -> None:
     rng = random.Random(41)
     envs = workload(43, run.prefix, trainees=30, days=DAYS, edits_per_day=120)
-    tids = sorted({e["after"]["trainee_id"] for e in envs if e["op"] == "r" and e["source"]["table"] == "personal_details"})
+    tids = sorted({e["after"]["trainee_id"] for e in envs
+                   if e["op"] == "r" and e["source"]["table"] == "personal_details"})
     # a trainee whose record cannot be encoded (an email that is a number: a scalar, so the envelope is
     # valid, but the record's recipient is not text): dead-lettered as a record, the rest still close
     odd = f"{run.prefix}odd"
     odd_place = placement(f"{odd}-p", odd)
-    envs_odd = [envelope("personal_details", "r", None, person(odd, email=12345), london_ms(DAYS[0], 0.5), snapshot="true"),
+    envs_odd = [envelope("personal_details", "r", None, person(odd, email=12345), london_ms(DAYS[0], 0.5),
+                         snapshot="true"),
                 envelope("placement", "r", None, odd_place, london_ms(DAYS[0], 0.5), snapshot="true"),
                 envelope("placement", "u", odd_place, {**odd_place, "grade": "ST4"}, london_ms(DAYS[0], 11))]
     expected = batch(envs + envs_odd)

@@ -140,7 +140,7 @@ class Workload:
         self.do("personal_details", t, "u", "UPDATE tss.personal_details SET updated_at = now() WHERE trainee_id = %s",
                 (t,))
         for table in ("programme_membership", "curriculum_membership", "placement", "form_r"):
-            self.do(table, ids[table], "u", f"UPDATE tss.{table} SET updated_at = now() WHERE id = %s", (ids[table],))
+            self.do(table, ids[table], "u", f"UPDATE tss.{table} SET updated_at = now() WHERE id = %s", (ids[table],))  # noqa: S608  table names from a fixed tuple, values as parameters
         self.do("arcp", f"{ids['arcp']}-2", "c", "INSERT INTO tss.arcp (id, trainee_id, review_date)"
                 " VALUES (%s, %s, '2028-06-15')", (f"{ids['arcp']}-2", t))
 

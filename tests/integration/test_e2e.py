@@ -49,7 +49,8 @@ def add_trainee(conn: Any, tid: str, site: str = "Addenbrooke's Hospital") -> st
     conn.execute("INSERT INTO tss.placement (id, trainee_id, placement_type, start_date, end_date, grade, specialty,"
                  " site, employing_body, training_body, whole_time_equivalent, updated_at) VALUES"
                  " (%s, %s, 'In post', '2027-02-03', '2027-08-03', 'ST3', 'Cardiology', %s,"
-                 " 'Cambridge University Hospitals NHS Foundation Trust', 'Royal Papworth Hospital NHS Foundation Trust',"
+                 " 'Cambridge University Hospitals NHS Foundation Trust',"
+                 " 'Royal Papworth Hospital NHS Foundation Trust',"
                  " 1.00, now())", (f"pl-{tid}", tid, site))
     return address
 

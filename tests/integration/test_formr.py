@@ -55,7 +55,7 @@ class FormrService:
                       "X-Proxy-Secret": SECRET})
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=h)
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310  our own http://127.0.0.1 URL
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -94,7 +94,8 @@ def formr(stack: Any, tmp_path: Path) -> Iterator[Callable[..., FormrService]]:
 def seed(conn: Any, tid: str, office: str, review: dt.date, programme: str = "Cardiology") -> str:
     pm = str(uuid.uuid4())
     conn.execute("INSERT INTO tss.personal_details (trainee_id, role, title, forenames, surname, email) "
-                 "VALUES (%s, 'DR in Training', 'Dr', 'Ada', %s, %s)", (tid, f"Okafor-{tid}", f"dr.{tid}@example.nhs.uk"))
+                 "VALUES (%s, 'DR in Training', 'Dr', 'Ada', %s, %s)",
+                 (tid, f"Okafor-{tid}", f"dr.{tid}@example.nhs.uk"))
     conn.execute("INSERT INTO tss.programme_membership (id, trainee_id, programme_name, programme_number, "
                  "managing_deanery) VALUES (%s, %s, %s, 'EOE8950', %s)", (pm, tid, programme, office))
     conn.execute("INSERT INTO tss.arcp (id, trainee_id, programme_membership_id, review_date) VALUES (%s, %s, %s, %s)",

@@ -76,7 +76,7 @@ def seed(conn: Any, tag: str, office: str) -> dict[str, str]:
 
 
 def test_a_programme_manager_sees_at_risk_first_filters_and_only_their_office(
-        formr: Callable[..., FormrService], pg: Any, browser: Any, tmp_path: Path) -> None:  # noqa: F811
+        formr: Callable[..., FormrService], pg: Any, browser: Any, tmp_path: Path) -> None:  # noqa: F811 - the formr fixture, imported above
     tag = uuid.uuid4().hex[:8]
     capture = os.environ.get("TN_DOCS_CAPTURE") == "1"  # the kept screenshot: plain office names
     office, other = ("East of England", "Wessex") if capture else (f"East of England {tag}", f"Wessex {tag}")

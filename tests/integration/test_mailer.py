@@ -142,7 +142,8 @@ class Smtp:
             user, password = self.auth
 
             def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-                ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == (user, password)
+                ok = (isinstance(data, LoginPassword)
+                      and (data.login.decode(), data.password.decode()) == (user, password))
                 return AuthResult(success=ok, handled=False)
 
             kwargs = {"auth_required": True, "auth_require_tls": self.tls is not None, "authenticator": authenticator}
@@ -438,8 +439,8 @@ def test_a_login_in_clear_is_refused_before_anything_starts(stack: Any, tmp_path
 
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
-def test_a_relay_certificate_not_trusted_sends_nothing_and_says_why(stack: Any, tmp_path: Path, smtp: Any,
-                                                                    relay_certs: dict[str, Path], security: str) -> None:
+def test_a_relay_certificate_not_trusted_sends_nothing_and_says_why(
+        stack: Any, tmp_path: Path, smtp: Any, relay_certs: dict[str, Path], security: str) -> None:
     """STARTTLS to a relay whose certificate this mailer does not trust (no TN_SMTP_CA_FILE): a
     configuration fault like a refused login, not a reason to retry: one clear line, the alert, exit 3."""
     tid = f"tcert-{uuid.uuid4().hex[:8]}"
@@ -477,7 +478,7 @@ def test_offsets_are_committed_only_after_the_ledger_holds_the_outcome(stack: An
 
     async def script(server: Any, envelope: Any) -> None:
         entered.set()
-        while not release.is_set():
+        while not release.is_set():  # noqa: ASYNC110  release is a threading.Event, set from the test's thread
             await asyncio.sleep(0.05)
 
     server = smtp(script)
@@ -532,7 +533,8 @@ def test_an_explicit_resend_is_a_copy_naming_the_first_send(stack: Any, tmp_path
     first_sent = dt.datetime(2026, 11, 25, 7, 2, tzinfo=dt.UTC)
     with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
         conn.execute("UPDATE notify.ledger SET first_sent_at = %s, resend_requested = true,"
-                     " resend_by = 'it', resend_reason = 'test' WHERE notification_id = %s", (first_sent, digest_id(tid)))
+                     " resend_by = 'it', resend_reason = 'test' WHERE notification_id = %s",
+                     (first_sent, digest_id(tid)))
     again = run_mailer(stack, tmp_path, server.port, topic, name="mailer-resend")
     [copy] = server.inbox.wait_for(lambda m: m["Message-ID"] == mid(tid, generation=1), timeout=60)
     wait_final(stack, [digest_id(tid)], svc=again)
@@ -561,8 +563,9 @@ def test_sigterm_mid_batch_drains_records_what_was_sent_and_exits_0(stack: Any, 
     sent = server.message_ids()
     assert 40 <= len(sent) < 300 and set(sent.values()) == {1}
     with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
-        rows: dict[str, str] = dict(conn.execute("SELECT message_id, status FROM notify.ledger WHERE notification_id = ANY(%s)"
-                                 " AND message_id IS NOT NULL", ([digest_id(t) for t in tids],)).fetchall())
+        rows: dict[str, str] = dict(conn.execute(
+            "SELECT message_id, status FROM notify.ledger WHERE notification_id = ANY(%s)"
+            " AND message_id IS NOT NULL", ([digest_id(t) for t in tids],)).fetchall())
     assert {m: rows.get(m) for m in sent} == {m: "SENT" for m in sent}
     assert '"event": "mailer.stopped"' in svc.log()
     # and the rest go, once each, when a mailer comes back in the same group
@@ -580,8 +583,10 @@ def test_two_instances_in_one_group_with_a_rebalance_mid_batch_send_once(stack: 
     relay_open.set()
 
     async def script(server: Any, envelope: Any) -> None:
-        while not relay_open.is_set():  # the relay stalls while the second instance joins, so the
-            await asyncio.sleep(0.02)   # first is mid-batch when the partitions move, however fast it is
+        # the relay stalls while the second instance joins, so the first is mid-batch when the partitions
+        # move, however fast it is
+        while not relay_open.is_set():  # noqa: ASYNC110  relay_open is a threading.Event, set from the test's thread
+            await asyncio.sleep(0.02)
         await asyncio.sleep(0.01)
 
     server = smtp(script)
@@ -625,7 +630,8 @@ def test_kill_9_at_random_points_during_1000_records_sends_each_once(stack: Any,
     for threshold in thresholds:
         deadline = time.monotonic() + 120
         while sum(v in FINAL for v in statuses(stack, ids).values()) < threshold:
-            assert time.monotonic() < deadline, f"stuck below {threshold} final after {kills} kills\n{svc.log()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"stuck below {threshold} final after {kills} kills\n{svc.log()[-3000:]}")
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.1))
         svc.kill()
@@ -644,7 +650,8 @@ def test_kill_9_at_random_points_during_1000_records_sends_each_once(stack: Any,
 
 
 # ---------------------------------------------------------------------------------------------- one mixed run
-PII: dict[str, Any] = {"surname": "Quillfeather-Zebedee", "forenames": "Marigold", "address_line": "Flat 9, 77 Pennywhistle Lane"}
+PII: dict[str, Any] = {"surname": "Quillfeather-Zebedee", "forenames": "Marigold",
+                       "address_line": "Flat 9, 77 Pennywhistle Lane"}
 
 
 @dataclass

@@ -37,8 +37,8 @@ class Ops:
     env: dict[str, str]
 
     def run(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN), *args], check=False, env={**os.environ, **self.env, **env}, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run([str(BIN), *args], check=False, env={**os.environ, **self.env, **env},
+                              capture_output=True, text=True, timeout=timeout)
 
     def json(self, *args: str, **env: str) -> Any:
         done = self.run(*args, "--json", **env)
@@ -184,7 +184,8 @@ def test_tail_a_cdc_topic_by_trainee_decodes_and_masks(ops: Ops, told: dict[str,
     assert records and all(r["key"] == {"trainee_id": told["id"]} for r in records)
     assert all(r["partition"] == trainee_partition(told["id"], 12) for r in records)
     assert all(r["format"] == "json" and r["timestamp"] for r in records)
-    assert records[0]["value"]["after"]["email"] == "‹masked›" and records[0]["value"]["after"]["trainee_id"] == told["id"]
+    assert records[0]["value"]["after"]["email"] == "‹masked›"
+    assert records[0]["value"]["after"]["trainee_id"] == told["id"]
     assert told["address"] not in done.stdout
 
 

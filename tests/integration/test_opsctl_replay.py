@@ -99,7 +99,7 @@ def wait_row(stack: Any, nid: str, pred: Any, timeout: float = 60) -> dict[str, 
 
 # ---------------------------------------------------------------------------------------------- reset-offsets
 def test_reset_offsets_plans_until_execute_refuses_a_live_group_and_a_replay_sends_nothing(
-        stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811
+        stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811 - pytest fixtures imported by name
     tids = [f"treset-{uuid.uuid4().hex[:8]}" for _ in range(6)]
     server = smtp()
     topic = new_topic(stack, partitions=2)
@@ -169,7 +169,7 @@ def test_reset_offsets_plans_until_execute_refuses_a_live_group_and_a_replay_sen
 
 # ---------------------------------------------------------------------------------------------- superseded
 def test_a_rederived_record_with_other_content_is_superseded_not_sent_and_can_be_resent(
-        stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811
+        stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811 - pytest fixtures imported by name
     tid = f"tsup-{uuid.uuid4().hex[:8]}"
     nid = digest_id(tid)
     server = smtp()
@@ -224,7 +224,7 @@ def test_a_rederived_record_with_other_content_is_superseded_not_sent_and_can_be
 
 # ---------------------------------------------------------------------------------------------- resend
 def test_resend_is_a_dry_run_until_execute_sends_one_copy_and_a_replayed_request_sends_nothing(
-        stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811
+        stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811 - pytest fixtures imported by name
     tid = f"tres-{uuid.uuid4().hex[:8]}"
     nid = digest_id(tid)
     server = smtp()
@@ -244,7 +244,8 @@ def test_resend_is_a_dry_run_until_execute_sends_one_copy_and_a_replayed_request
     # that the only copy ever sent is the one --execute asked for)
     assert not row(stack, nid)["resend_requested"] and end_offset(stack, topic, 2) == 1
     # by time range: when the outcome was recorded
-    ranged = cli_json(stack, "resend", "--trainee", tid, "--since", "1h", "--until", "now", "--reason", "r", topic=topic)
+    ranged = cli_json(stack, "resend", "--trainee", tid, "--since", "1h", "--until", "now", "--reason", "r",
+                      topic=topic)
     assert [n["notification_id"] for n in ranged["notifications"]] == [nid]
     outside = cli(stack, "resend", "--status", "SENT", "--until", "2000-01-01", "--reason", "r", topic=topic)
     assert outside.returncode == 1 and outside.stderr.startswith("error: no notification in the ledger matches")
@@ -305,7 +306,7 @@ def test_a_bulk_resend_shows_a_progress_bar_and_sends_each_copy_once(stack: Any,
 
 
 # ---------------------------------------------------------------------------------------------- dead letters
-def test_deadletter_lists_shows_and_retries_a_failed_mail_once(stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811
+def test_deadletter_lists_shows_and_retries_a_failed_mail_once(stack: Any, tmp_path: Path, smtp: Any) -> None:  # noqa: F811 - pytest fixtures imported by name
     tid = f"tdlq-{uuid.uuid4().hex[:8]}"
     nid = digest_id(tid)
     relay_fixed = {"yes": False}

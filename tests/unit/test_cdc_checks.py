@@ -474,8 +474,8 @@ def mutated(draw: st.DrawFn) -> Any:
     for _ in range(draw(st.integers(1, 4))):
         holders = [env] + [env[k] for k in ("source", "before", "after", "payload") if isinstance(env.get(k), dict)]
         holder = draw(st.sampled_from(holders))
-        key = draw(st.sampled_from(sorted(holder) + ["op", "ts_ms", "id", "trainee_id", "start_date", "lsn",
-                                                      "sequence", "snapshot", "extra"]))
+        key = draw(st.sampled_from([*sorted(holder), "op", "ts_ms", "id", "trainee_id", "start_date", "lsn",
+                                    "sequence", "snapshot", "extra"]))
         if draw(st.booleans()) and key in holder:
             del holder[key]
         else:

@@ -926,8 +926,9 @@ def test_to_bytes_is_the_same_message_as_to_mime() -> None:
     """The fast writer and the email package agree on every header and decoded part."""
     record = json.loads((GOLDEN / "full_record.json").read_text())
     record["recipient"]["surname"] = "Ó Súilleabháin-Łukasiewicz"  # non-ASCII display name
-    composed = compose_module.compose_digest(record, contacts=compose_module.Contacts.default(), message_id="<x@example.nhs.uk>",
-                                      mail_from="Training record notifications <no-reply@example.nhs.uk>")
+    composed = compose_module.compose_digest(record, contacts=compose_module.Contacts.default(),
+                                             message_id="<x@example.nhs.uk>",
+                                             mail_from="Training record notifications <no-reply@example.nhs.uk>")
     assert isinstance(composed, compose_module.ComposedEmail)
     when = dt.datetime(2026, 11, 25, 7, 0, tzinfo=dt.UTC)
     fast = email.message_from_bytes(compose_module.to_bytes(composed, date=when), policy=email.policy.default)

@@ -33,7 +33,8 @@ op_strategy = st.tuples(
 )
 
 
-def simulate(ops: list[tuple[int, str, str, int]]) -> tuple[list[dict[str, Any]], list[tuple[int, dict[tuple[str, str], Any]]]]:
+def simulate(ops: list[tuple[int, str, str, int]],
+             ) -> tuple[list[dict[str, Any]], list[tuple[int, dict[tuple[str, str], Any]]]]:
     """Play operations on a tiny database; return the envelopes and the timeline of states."""
     db: dict[tuple[str, str], dict[str, Any] | None] = {}
     lsn = 1000
@@ -43,7 +44,7 @@ def simulate(ops: list[tuple[int, str, str, int]]) -> tuple[list[dict[str, Any]]
     for t in TRAINEES:
         db[("personal_details", t)] = person(t, surname=f"Surname {t}")
     db[("placement", "p1")] = placement("p1", "A")
-    for (table, eid), row in db.items():
+    for (table, _eid), row in db.items():
         lsn += 8
         events.append(envelope(table, "r", None, row, start, lsn=lsn, snapshot="true"))
     timeline.append((start, dict(db)))
@@ -136,14 +137,16 @@ def test_any_edit_sequence_followed_by_its_inverse_nets_to_nothing(ops: list[tup
     inverse = []
     for e in reversed(forward):
         inverse.append({**e, "before": e["after"], "after": e["before"],
-                        "source": {**e["source"], "sequence": orjson.dumps([str(100_000 + 8 * len(inverse)), str(100_004 + 8 * len(inverse))]).decode()}})
+                        "source": {**e["source"], "sequence": orjson.dumps(
+                            [str(100_000 + 8 * len(inverse)), str(100_004 + 8 * len(inverse))]).decode()}})
     snapshot = [e for e in events if e["op"] == "r"]
     assert aggregate(snapshot + forward + inverse, Calendar()) == []
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(op_strategy, max_size=25), st.data())
-def test_state_saved_and_restored_anywhere_and_replays_give_the_same_result(ops: list[Any], data: st.DataObject) -> None:
+def test_state_saved_and_restored_anywhere_and_replays_give_the_same_result(
+        ops: list[Any], data: st.DataObject) -> None:
     cal = Calendar()
     events, _ = simulate(ops)
     changes = [parse_envelope(orjson.dumps(e)) for e in events]

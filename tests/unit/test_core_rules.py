@@ -35,7 +35,8 @@ def test_update_reports_the_changed_field_with_display_values() -> None:
     assert rec["changes"] == [{"entity": "placement", "id": "315", "kind": "updated", "suppressed": None, "fields": {
         "site_known_as": {"old": "Addenbrooke's Hospital", "new": "Royal Papworth Hospital"},
         "end_date": {"old": "2028-02-01", "new": "2028-02-02"}}}]
-    assert rec["recipient"] == {"email": "a.doctor@example.nhs.uk", "title": "Dr", "forenames": "Ada", "surname": "Okafor"}
+    assert rec["recipient"] == {"email": "a.doctor@example.nhs.uk", "title": "Dr", "forenames": "Ada",
+                                "surname": "Okafor"}
     assert rec["previous_email"] is None and rec["suppressed"] is None
 
 
@@ -100,7 +101,8 @@ def test_move_between_trainees_is_deleted_for_one_and_created_for_the_other() ->
     recs = run(*events, envelope("placement", "u", placement(), moved))
     assert [(r["trainee_id"], r["changes"][0]["kind"]) for r in recs] == [("47165", "deleted"), ("50001", "created")]
     assert recs[1]["recipient"]["surname"] == "Singh"
-    assert run(*events, envelope("placement", "u", placement(), moved), envelope("placement", "u", moved, placement())) == []
+    assert run(*events, envelope("placement", "u", placement(), moved),
+               envelope("placement", "u", moved, placement())) == []
 
 
 def test_non_notifying_field_changes_nothing() -> None:
@@ -117,7 +119,8 @@ def test_placement_suppression_reasons_and_record_level_reason() -> None:
     assert rec["changes"][0]["suppressed"] == "placement type not in post"
     assert rec["suppressed"] == "no notifiable change"
     ended = placement(end_date=20000)  # 2024-10-04, before the day
-    [rec] = run(envelope("placement", "r", None, ended, NOON - DAY), envelope("placement", "u", ended, {**ended, "grade": "ST4"}))
+    [rec] = run(envelope("placement", "r", None, ended, NOON - DAY),
+                envelope("placement", "u", ended, {**ended, "grade": "ST4"}))
     assert rec["changes"][0]["suppressed"] == "placement ended before the day"
     both = placement(end_date=20000, placement_type="Long-term sick")
     [rec] = run(envelope("placement", "c", None, both))
@@ -126,7 +129,8 @@ def test_placement_suppression_reasons_and_record_level_reason() -> None:
     assert rec["changes"][0]["suppressed"] is None and rec["suppressed"] is None
 
 
-@pytest.mark.parametrize(("role", "reason"), [("Placeholder", "placeholder person"), ("Dummy Record", "dummy record person")])
+@pytest.mark.parametrize(("role", "reason"), [("Placeholder", "placeholder person"),
+                                              ("Dummy Record", "dummy record person")])
 def test_placeholder_and_dummy_people_are_suppressed(role: str, reason: str) -> None:
     events = [envelope("personal_details", "r", None, person(role=role), NOON - DAY), baseline()[1]]
     [rec] = run(*events, envelope("placement", "u", placement(), placement(grade="ST4")))
@@ -151,7 +155,8 @@ def test_recipient_is_null_when_unknown_or_deleted() -> None:
 
 
 def test_changes_sorted_by_entity_then_id_as_strings() -> None:
-    events = [*baseline(), envelope("placement", "c", None, placement("1000")), envelope("placement", "c", None, placement("999")),
+    events = [*baseline(), envelope("placement", "c", None, placement("1000")),
+              envelope("placement", "c", None, placement("999")),
               envelope("personal_details", "u", person(), person(known_as="Ada"))]
     [rec] = run(*events)
     assert [(c["entity"], c["id"]) for c in rec["changes"]] == [
@@ -165,7 +170,8 @@ def test_days_are_london_dates_and_short_days_are_utc_instants() -> None:
                envelope("placement", "u", placement(), placement(grade="ST4"), late_evening_bst),
                envelope("placement", "u", placement(grade="ST4"), placement(grade="ST5"), just_after_midnight_bst))
     assert [r["day"] for r in recs] == ["2026-06-30", "2026-07-01"]
-    [rec] = run(*baseline(), envelope("placement", "u", placement(), placement(grade="ST4"), NOON + 61_000), day_seconds=60)
+    [rec] = run(*baseline(), envelope("placement", "u", placement(), placement(grade="ST4"), NOON + 61_000),
+                day_seconds=60)
     assert rec["day"] == "2026-11-24T12:01:00Z" and rec["id"] == "47165:2026-11-24T12:01:00Z"
 
 
@@ -176,8 +182,8 @@ def test_replayed_events_are_applied_once() -> None:
 
 @pytest.mark.parametrize(("value", "reason"), [
     ("{", "not JSON"), ("[]", "not a JSON object"), ('{"op":"u"}', "source is missing"),
-    ('{"op":"x","source":{}}', "op is missing"), ('{"op":"u","after":{"grade":"x"},"source":{"table":"placement","ts_ms":1}}',
-                                                  "no primary key"),
+    ('{"op":"x","source":{}}', "op is missing"),
+    ('{"op":"u","after":{"grade":"x"},"source":{"table":"placement","ts_ms":1}}', "no primary key"),
     ('{"op":"u","after":{"id":"1"},"source":{"table":"placement","ts_ms":"yesterday"}}', "ts_ms"),
     ('{"op":"u","after":"row","source":{"table":"placement","ts_ms":1}}', "after is not an object"),
 ])

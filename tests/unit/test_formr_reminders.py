@@ -63,7 +63,7 @@ def test_one_part_missing_says_which() -> None:
 def test_both_missing_and_escaped_html() -> None:
     people = {"t1": Person("t1", "DR in Training", "Dr", "Ada", "<b>O'Kafor</b>", "ada@example.nhs.uk")}
     (d,) = due(14, people=people)
-    text = compose(d, submit_url="https://example.nhs.uk/formr", contact_name="Office", contact_email="lo@example.nhs.uk",
-                   contact_url=None)
+    text = compose(d, submit_url="https://example.nhs.uk/formr", contact_name="Office",
+                   contact_email="lo@example.nhs.uk", contact_url=None)
     assert "Part A and Part B have not been submitted" in text.text
     assert "<b>O" not in text.html and "&lt;b&gt;" in text.html

@@ -33,7 +33,8 @@ def _keyed(name: str) -> list[dict[str, Any]]:
 def test_writes_from_captured_form_r_and_arcp() -> None:
     writes = [to_write(parse_envelope(json.dumps(r["value"]))) for r in _keyed("form_r_and_arcp.jsonl")]
     arcp = writes[0]
-    assert arcp and arcp.table == "arcp" and arcp.values and arcp.values["review_date"] == dt.date(1970, 1, 1) + dt.timedelta(days=20984)
+    assert arcp and arcp.table == "arcp" and arcp.values
+    assert arcp.values["review_date"] == dt.date(1970, 1, 1) + dt.timedelta(days=20984)
     states = [w.values["lifecycle_state"] for w in writes[1:] if w and w.values]
     assert states[:3] == ["DRAFT", "SUBMITTED", "UNSUBMITTED"]
     ranks = [w.rank for w in writes if w]

@@ -31,7 +31,8 @@ def test_volatile_fields_and_nulls_do_not_count() -> None:
     a = full()
     assert content_hash({**a, "late": not a.get("late", False)}) == content_hash(a)
     # a field a later schema version adds, null in the old records: the same content
-    assert content_hash({**a, "local_offices": None}) == content_hash({k: v for k, v in a.items() if k != "local_offices"})
+    assert content_hash({**a, "local_offices": None}) == content_hash(
+        {k: v for k, v in a.items() if k != "local_offices"})
     assert b'"late"' not in canonical_json(a)
 
 

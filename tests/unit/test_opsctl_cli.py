@@ -22,7 +22,8 @@ def test_a_subcommand_that_cannot_be_imported_fails_loudly_in_process() -> None:
     code = ("import sys, services.cli as c; "
             "c._SUBAPPS['status'] = ('services.opsctl.no_such_module', 'status', 'x'); "
             "sys.argv = ['trainee-notify', 'status']; c.main()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          check=False)
     assert done.returncode == 1
     assert "the 'status' command cannot be loaded: services.opsctl.no_such_module.status" in done.stderr
     assert "Traceback" not in done.stderr
@@ -101,7 +102,8 @@ def test_answers_link_records_to_their_ledger_rows() -> None:
         Event(t0, "ledger", "claimed", "1:2026-03-04:digest",
               {"notification_id": "1:2026-03-04:digest", "record_id": "1:2026-03-04", "kind": "digest",
                "status": "SENT", "sent_at": t0, "message_id": "<m@x>", "generation": 0}),
-        Event(t0, "netchange", "net change of 2026-03-05: no changes", "n/0@2", {"id": "1:2026-03-05", "day": "2026-03-05"}),
+        Event(t0, "netchange", "net change of 2026-03-05: no changes", "n/0@2",
+              {"id": "1:2026-03-05", "day": "2026-03-05"}),
     ]
     [first, second] = timeline.answers(events)
     assert first["notifications"][0]["status"] == "SENT" and first["notifications"][0]["sent_at"] == t0

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 PURE = ["services.netchange.core", "services.netchange.cdc", "services.netchange.days", "services.netchange.batch",
-        "services.notifier.safety", "services.notifier.contacts", "services.notifier.document", "services.notifier.mime",
+        "services.notifier.safety", "services.notifier.contacts", "services.notifier.document",
+        "services.notifier.mime",
         "services.netchange.watermark", "services.notifier.plan", "services.notifier.compose",
         "services.formr.rules", "services.formr.readmodel", "services.formr.auth", "services.formr.report",
         "services.formr.reminders"]

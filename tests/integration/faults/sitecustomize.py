@@ -2,7 +2,8 @@
 ``PYTHONPATH`` (it shadows the system's sitecustomize, which holds nothing the tests need).
 
 ``TN_TEST_FAULT=<kind>:<topic>:<partition>`` reproduces, once, right after faust's table recovery
-has resumed the streams (``Recovery.on_recovery_completed``), one of the two ways faust was seen to leave a partition stuck after a rebalance:
+has resumed the streams (``Recovery.on_recovery_completed``), one of the two ways faust was seen to
+leave a partition stuck after a rebalance:
 
 - ``leave-out``: the partition is left out of the fetches (faust's buffer flow control did this);
 - ``skip``: the read offset is put 5 records past the committed one, so faust drops the records in
