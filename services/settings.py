@@ -60,10 +60,11 @@ class DaySettings(_Base):
 
 
 class AggregatorSettings(KafkaSettings, DaySettings):
-    data_dir: Path = Path(".data/aggregator")
+    data_dir: Path = Field(Path(".data/aggregator"), description="faust's data directory (RocksDB of the "
+                           "trainee_state table): kept across restarts it saves a changelog replay")
     tick_seconds: float = Field(5.0, gt=0, description="how often the watermark tick is sent to every partition")
     web_port: int = Field(6066, description="faust web: /healthz, /readyz, /metrics")
-    web_host: str = "127.0.0.1"
+    web_host: str = Field("127.0.0.1", description="faust web binds here")
     store: str = Field("rocksdb://", description="faust table store: rocksdb:// or memory://")
     clock_file: Path | None = Field(None, validation_alias=AliasChoices("TN_CLOCK_FILE", "TN_WATERMARK_FILE"),
                                     description="tests: the wall clock (epoch seconds) is read from this file; the "
@@ -81,23 +82,27 @@ class AggregatorSettings(KafkaSettings, DaySettings):
 
 
 class SmtpSettings(_Base):
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 1025
-    smtp_security: str = Field("none", pattern="^(none|starttls|tls)$")
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
+    smtp_host: str = Field("127.0.0.1", description="the SMTP relay")
+    smtp_port: int = Field(1025, description="the relay's port")
+    smtp_security: str = Field("none", pattern="^(none|starttls|tls)$", description="none, starttls (upgrade "
+                               "after connecting) or tls (implicit TLS)")
+    smtp_username: str | None = Field(None, description="the relay login (with TN_SMTP_PASSWORD); none: no login")
+    smtp_password: SecretStr | None = Field(None, description="the relay password (a secret: never logged)")
     smtp_allow_plaintext_auth: bool = Field(False, description="allow the relay login over a connection "
                                             "that is not TLS (TN_SMTP_SECURITY=none): never in production")
     smtp_ca_file: Path | None = Field(None, description="CA certificates (PEM) to trust for the relay's TLS, "
                                       "besides the system's; the host name is always verified")
-    smtp_timeout_seconds: float = 30.0
-    smtp_pool_size: int = Field(4, ge=1)
-    smtp_rate_per_second: float = Field(50.0, gt=0)
-    smtp_retry_horizon_seconds: float = Field(3600.0, ge=0)
-    smtp_retry_base_seconds: float = Field(1.0, gt=0)
+    smtp_timeout_seconds: float = Field(30.0, description="per SMTP command")
+    smtp_pool_size: int = Field(4, ge=1, description="connections to the relay kept open and reused")
+    smtp_rate_per_second: float = Field(50.0, gt=0, description="emails a second at most (the relay's limit)")
+    smtp_retry_horizon_seconds: float = Field(3600.0, ge=0, description="a notification still failing "
+                                              "temporarily this long after its first attempt is FAILED")
+    smtp_retry_base_seconds: float = Field(1.0, gt=0, description="the backoff's base: attempt n waits "
+                                           "up to base x 2^n s (full jitter), at most TN_SMTP_RETRY_CAP_SECONDS")
     smtp_retry_cap_seconds: float = Field(300.0, gt=0, description="longest wait between two attempts")
-    mail_from: str = "Training record notifications <no-reply@notify.example.nhs.uk>"
-    message_id_domain: str = "notify.example.nhs.uk"
+    mail_from: str = Field("Training record notifications <no-reply@notify.example.nhs.uk>",
+                           description="the From of every email")
+    message_id_domain: str = Field("notify.example.nhs.uk", description="the right-hand side of our Message-IDs")
 
     @model_validator(mode="after")
     def _no_plaintext_login(self) -> SmtpSettings:
@@ -109,11 +114,11 @@ class SmtpSettings(_Base):
 
 
 class MailerSettings(KafkaSettings, SmtpSettings, DaySettings):
-    group_id: str = "trainee-notify-mailer"
+    group_id: str = Field("trainee-notify-mailer", description="the mailer's consumer group")
     send_at: str = Field("07:00", pattern=r"^\d{2}:\d{2}$", description="local time from which a day's digests go")
     send_immediately: bool = Field(False, description="ignore send_at (tests, demo)")
-    metrics_port: int = 9108
-    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, description="/metrics, /healthz and /readyz")
+    metrics_host: str = Field("127.0.0.1", description="the health and metrics server binds here")
     contacts_file: Path | None = Field(None, description="JSON: managing deanery -> contact; else built-in")
     instance_id: str = Field("mailer-1", description="names this instance in ledger claims and status events")
     ledger_dsn: str = Field("host=127.0.0.1 port=5432 user=postgres dbname=tss",
