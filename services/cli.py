@@ -121,6 +121,14 @@ def main() -> None:
     except SettingsError as exc:  # a value that is not even JSON where JSON is expected (lists, maps)
         print(unparsable_setting(exc), file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as exc:
+        from services.waiting import Fatal
+
+        if not isinstance(exc, Fatal):
+            raise
+        # a configuration fault no retry mends (services.kafka_security: a refused login or certificate)
+        print(f"trainee-notify: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

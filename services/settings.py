@@ -6,9 +6,10 @@ import time: each service builds its settings in its ``__main__``/composition ro
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,8 +17,39 @@ class _Base(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TN_", frozen=True, extra="ignore")
 
 
+class KafkaSecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSaslMechanism(StrEnum):
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    PLAIN = "PLAIN"
+
+
 class KafkaSettings(_Base):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        KafkaSecurityProtocol.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka "
+        "client of the project (services, operator commands, tests, benchmarks)")
+    kafka_ssl_ca_file: FilePath | None = Field(None, description="CA certificates (PEM) that signed the brokers' "
+                                               "certificates; unset: the system's CAs")
+    kafka_ssl_cert_file: FilePath | None = Field(None, description="mutual TLS: this client's certificate (PEM), "
+                                                 "with TN_KAFKA_SSL_KEY_FILE")
+    kafka_ssl_key_file: FilePath | None = Field(None, description="mutual TLS: the private key (PEM) of "
+                                                "TN_KAFKA_SSL_CERT_FILE")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="the password of an encrypted "
+                                                     "TN_KAFKA_SSL_KEY_FILE (secret)")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify that the broker's certificate names the host "
+                                           "in TN_KAFKA_BOOTSTRAP (turn off only for a test broker)")
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(KafkaSaslMechanism.SCRAM_SHA_512, description="SCRAM-SHA-512, "
+                                                     "SCRAM-SHA-256 or PLAIN (with SASL_PLAINTEXT/SASL_SSL)")
+    kafka_sasl_username: str | None = Field(None, description="the SASL user (with SASL_PLAINTEXT/SASL_SSL)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="the SASL user's password (secret, never "
+                                                  "printed)")
     cdc_topic_prefix: str = Field("tis", description="Debezium topic.prefix; CDC topics are <prefix>.tss.<table>")
     topic_partitions: int = Field(12, ge=1, description="partitions of the topics this project creates (and "
                                   "the connector's): up to this many busy aggregator workers")
@@ -28,6 +60,37 @@ class KafkaSettings(_Base):
     mail_dlq_topic: str = "trainee-notify.mail-dlq.v1"
     app_id: str = Field("trainee-notify-aggregator", description="the aggregator's faust app id: its consumer "
                         "group and the prefix of its own topics (table changelog, ticks)")
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> KafkaSettings:
+        """Refuse a combination that would be ignored in part or would expose the password."""
+        protocol = self.kafka_security_protocol.value
+        sasl = protocol.startswith("SASL_")
+        tls = protocol.endswith("SSL")
+        problems = []
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            problems.append(f"TN_KAFKA_SECURITY_PROTOCOL is {protocol}: set TN_KAFKA_SASL_USERNAME and "
+                            "TN_KAFKA_SASL_PASSWORD")
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            problems.append(f"TN_KAFKA_SASL_USERNAME/TN_KAFKA_SASL_PASSWORD are set but TN_KAFKA_SECURITY_PROTOCOL "
+                            f"is {protocol}: use SASL_SSL (or SASL_PLAINTEXT)")
+        if protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism is KafkaSaslMechanism.PLAIN:
+            problems.append("TN_KAFKA_SASL_MECHANISM is PLAIN over SASL_PLAINTEXT: the password would cross the "
+                            "network in clear; use SASL_SSL or a SCRAM mechanism")
+        files = [n for n, v in (("TN_KAFKA_SSL_CA_FILE", self.kafka_ssl_ca_file),
+                                ("TN_KAFKA_SSL_CERT_FILE", self.kafka_ssl_cert_file),
+                                ("TN_KAFKA_SSL_KEY_FILE", self.kafka_ssl_key_file),
+                                ("TN_KAFKA_SSL_KEY_PASSWORD", self.kafka_ssl_key_password)) if v is not None]
+        if files and not tls:
+            problems.append(f"{', '.join(files)} set but TN_KAFKA_SECURITY_PROTOCOL is {protocol}, which has no "
+                            "TLS: use SSL or SASL_SSL")
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            problems.append("TN_KAFKA_SSL_CERT_FILE and TN_KAFKA_SSL_KEY_FILE go together (mutual TLS)")
+        if self.kafka_ssl_key_password is not None and self.kafka_ssl_key_file is None:
+            problems.append("TN_KAFKA_SSL_KEY_PASSWORD is set without TN_KAFKA_SSL_KEY_FILE")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def heartbeat_topic(self) -> str:
         """Where Debezium's heartbeats land (topic.heartbeat.prefix + topic.prefix)."""

@@ -21,6 +21,10 @@ class Stopped(Exception):
     """Asked to stop while still waiting for a dependency."""
 
 
+class Fatal(Exception):
+    """An attempt that no retry can mend (a refused login, an untrusted certificate): raised at once."""
+
+
 def where_dsn(dsn: str) -> str:
     """``host:port`` of a libpq conninfo (or URL), for logs: no user, password or database."""
     try:
@@ -38,6 +42,8 @@ async def until_up(what: str, where: str, attempt: Callable[[], Awaitable[T]], *
         n += 1
         try:
             return await attempt()
+        except Fatal:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure to reach it: wait and try again
             log.warning("waiting_for_dependency", dependency=what, at=where, attempt=n, retry_in_seconds=delay,
                         error=type(exc).__name__)

@@ -29,7 +29,7 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
-from services import logs, serde
+from services import kafka_security, logs, serde
 from services.netchange import trainee as tf
 from services.netchange import watchdog
 from services.netchange.cdc import ENTITIES, Change, MalformedEnvelope, parse_envelope
@@ -79,7 +79,7 @@ def build_app(settings: AggregatorSettings, clock: Clock | None = None,
     fold = Fold(Calendar(settings.timezone, settings.day_seconds), int(settings.grace_seconds * 1000))
     app = faust.App(
         settings.app_id,
-        broker=";".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
+        **kafka_security.faust_kwargs(settings),  # broker and broker_credentials (TLS, SASL)
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,
