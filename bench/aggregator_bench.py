@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.demo import refdata as ref
 from services.demo.generator import _edit_placement, generate, rotation_day_edits
+from services.kafka_security import client_config
 from services.netchange.batch import Aggregation
 from services.netchange.cdc import ENTITIES, PRIMARY_KEY, parse_envelope
 from services.netchange.days import Calendar
@@ -504,7 +505,7 @@ def check_load_order(bootstrap: str, topics: list[str], partitions: int, expecte
     (``source.sequence``, then ``source.lsn``) must never go back from one message to the next."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"order-{uuid.uuid4().hex}",
+    c = Consumer({**client_config(bootstrap), "group.id": f"order-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "enable.partition.eof": False})
     tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
     highs = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
@@ -550,7 +551,7 @@ def check_records(bootstrap: str, topic: str, partitions: int, expected: dict[st
 
     from services import serde
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+    c = Consumer({**client_config(bootstrap), "group.id": f"check-{uuid.uuid4().hex}",
                   "enable.auto.commit": False})
     highs = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -597,7 +598,7 @@ def create_topics(bootstrap: str, specs: list[tuple[str, int, dict[str, str]]]) 
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     futures = admin.create_topics([NewTopic(name, n, 1, config=config) for name, n, config in specs])
     for f in futures.values():
         try:
@@ -613,7 +614,7 @@ class Probe:
     def __init__(self, bootstrap: str, group: str) -> None:
         from confluent_kafka import Consumer
 
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self.c = Consumer({**client_config(bootstrap), "group.id": group, "enable.auto.commit": False})
 
     def highs(self, topic: str, partitions: int) -> list[int]:
         from confluent_kafka import TopicPartition
@@ -684,7 +685,7 @@ def load(bootstrap: str, cdc_topics: dict[str, str], events: list[tuple[str, byt
         elif not first:
             first.append(time.perf_counter())
 
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 20,
+    producer = Producer({**client_config(bootstrap), "partitioner": "murmur2_random", "linger.ms": 20,
                          "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
                          "queue.buffering.max.kbytes": 2_000_000, "acks": "all", "enable.idempotence": True})
     t = time.perf_counter()
@@ -706,7 +707,7 @@ def load(bootstrap: str, cdc_topics: dict[str, str], events: list[tuple[str, byt
 def raw_consume(bootstrap: str, topics: list[str], need: int, decode: bool) -> float:
     from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex}",
+    c = Consumer({**client_config(bootstrap), "group.id": f"raw-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe(topics)
     got, t0 = 0, None
@@ -960,7 +961,7 @@ def send_marker(bootstrap: str, cdc_topics: dict[str, str], work: dict[str, Any]
                     work["tx"] + k)
     [(key, value)] = as_connector_keys([env])
     body = orjson.dumps(value)
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "acks": "all",
+    producer = Producer({**client_config(bootstrap), "partitioner": "murmur2_random", "acks": "all",
                          "enable.idempotence": True})
     producer.produce(cdc_topics[table], body, key)
     if producer.flush(30):

@@ -26,7 +26,11 @@ def main() -> None:
     bootstrap, expected, topics = args[0], int(args[1]), args[2:]
     import faust
 
-    app = faust.App(f"noop-{os.getpid()}-{int(time.time())}", broker=f"kafka://{bootstrap}",
+    from services.kafka_security import faust_kwargs
+    from services.settings import KafkaSettings
+
+    app = faust.App(f"noop-{os.getpid()}-{int(time.time())}",
+                    **faust_kwargs(KafkaSettings(kafka_bootstrap=bootstrap)),
                     key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest",
                     web_enabled=False, store="memory://", stream_wait_empty=False,
                     datadir=tempfile.mkdtemp(prefix="faust-noop-"))

@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from services import serde
+from services.kafka_security import client_config
 from services.notifier import compose
 
 SINK = "/usr/sbin/smtp-sink"
@@ -140,9 +141,9 @@ def smtp_source(port: int, emails: int, connections: int, size: int, reuse: bool
 
 # ---------------------------------------------------------------------------------------------- the mailer
 def produce(bootstrap: str, topic: str, tids: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    producer = Producer({**client_config(bootstrap), "linger.ms": 20})
     for tid in tids:
         producer.produce(topic, serde.encode(serde.NETCHANGE, record(tid)), key=f"{tid}:{DAY}".encode())
         producer.poll(0)

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.devstack import connect
 from services.devstack.stack import StackInfo, down, up
+from services.kafka_security import client_config
 from services.topics import CDC_TABLES, apply_topics
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
@@ -227,7 +228,7 @@ class Capture:
 
     def __init__(self, info: StackInfo, prefix: str) -> None:
         self.topics = [f"{prefix}.tss.{t}" for t in CDC_TABLES]
-        self.consumer = Consumer({"bootstrap.servers": info.bootstrap, "group.id": f"capture-{uuid.uuid4().hex}",
+        self.consumer = Consumer({**client_config(info.bootstrap), "group.id": f"capture-{uuid.uuid4().hex}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         md = self.consumer.list_topics(timeout=10)
         parts = [TopicPartition(t, p, 0) for t in self.topics for p in md.topics[t].partitions]

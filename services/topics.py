@@ -27,6 +27,7 @@ from confluent_kafka.admin import (
 from rich.console import Console
 from rich.table import Table
 
+from services import kafka_security
 from services.netchange.cdc import ENTITIES, OTHER_TABLES
 from services.settings import KafkaSettings
 
@@ -96,7 +97,7 @@ def declared_topics(settings: KafkaSettings) -> list[TopicSpec]:
 
 
 def _admin(settings: KafkaSettings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(kafka_security.librdkafka_config(settings))
 
 
 def _create(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> list[TopicChange]:
@@ -142,6 +143,7 @@ def _reconcile(admin: AdminClient, spec: TopicSpec, partitions: int, timeout: fl
 
 def apply_topics(settings: KafkaSettings, *, timeout: float = 30.0) -> list[TopicChange]:
     """Create missing topics and set declared configs on existing ones; returns what was done, per topic."""
+    kafka_security.check(settings)  # a refused login or certificate says so at once, not after the timeout
     admin = _admin(settings)
     existing = admin.list_topics(timeout=timeout).topics
     specs = declared_topics(settings)

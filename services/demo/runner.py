@@ -20,6 +20,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from services.devstack.proc import LOOPBACK, free_port, pid_alive, spawn, stop_group
+from services.kafka_security import client_config
 from services.topics import CDC_TABLES
 
 log = structlog.get_logger(__name__)
@@ -193,7 +194,7 @@ def cdc_topic(prefix: str, table: str) -> str:
 
 def topic_ends(bootstrap: str, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
     """Sum of the end offsets of every partition of each topic (absent topics are left out)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "trainee-notify-demo-probe",
+    consumer = Consumer({**client_config(bootstrap), "group.id": "trainee-notify-demo-probe",
                          "enable.auto.commit": False})
     try:
         meta = consumer.list_topics(timeout=timeout)
@@ -264,7 +265,7 @@ def netchange_seen(bootstrap: str, topic: str, day: str, trainees: set[str],
     suppression)], where suppression is the change's own reason, else its record's (placeholder...)."""
     from services import serde
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "trainee-notify-demo-probe",
+    consumer = Consumer({**client_config(bootstrap), "group.id": "trainee-notify-demo-probe",
                          "enable.auto.commit": False})
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)

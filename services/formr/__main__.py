@@ -62,7 +62,7 @@ def run() -> None:
     from aiohttp import web
     from psycopg_pool import ConnectionPool
 
-    from services import logs
+    from services import kafka_security, logs
     from services.formr.consumer import ReadModelConsumer, topics_of
     from services.formr.web import OfficeCache, build_web
     from services.settings import FormrSettings
@@ -70,7 +70,8 @@ def run() -> None:
     logs.configure()
     log = logs.get("formr")
     settings = FormrSettings()
-    consumer = ReadModelConsumer(bootstrap=settings.kafka_bootstrap, group_id=settings.formr_group_id,
+    kafka_security.check(settings)  # a refused login or certificate: one clear line
+    consumer = ReadModelConsumer(kafka=settings, group_id=settings.formr_group_id,
                                  topics=topics_of(settings.cdc_topic_prefix), dlq_topic=settings.cdc_dlq_topic,
                                  dsn=settings.formr_dsn)
     failed: list[BaseException] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -20,7 +20,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from services import logs
 from services.formr.readmodel import TABLES, Write, to_write
 from services.formr.store import apply_writes, ensure_schema
+from services.kafka_security import librdkafka_config
 from services.netchange.cdc import MalformedEnvelope, parse_envelope
+
+if TYPE_CHECKING:
+    from services.settings import KafkaSettings
 
 log = logs.get("formr.consumer")
 
@@ -40,7 +44,7 @@ def decide(topic: str, value: bytes | None) -> Write | None:
 
 
 class ReadModelConsumer:
-    def __init__(self, *, bootstrap: str, group_id: str, topics: list[str], dlq_topic: str, dsn: str,
+    def __init__(self, *, kafka: KafkaSettings, group_id: str, topics: list[str], dlq_topic: str, dsn: str,
                  batch_size: int = 500, on_batch: Callable[[int], None] | None = None) -> None:
         self.topics = topics
         self.dlq_topic = dlq_topic
@@ -53,11 +57,10 @@ class ReadModelConsumer:
         # ARCP is never missed by a tick that ran in between)
         self.caught_up = threading.Event()
         self.synced = threading.Event()  # caught up at least once since start (readiness)
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id,
-                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                  "partition.assignment.strategy": "cooperative-sticky",
-                                  "session.timeout.ms": 10000})
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        self.consumer = Consumer(librdkafka_config(kafka, **{
+            "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": 10000}))
+        self.producer = Producer(librdkafka_config(kafka, **{"enable.idempotence": True, "linger.ms": 5}))
         self.processed = 0
         self.dead = 0
         self.progress = time.monotonic()  # the last poll that returned, or batch that was applied

@@ -50,6 +50,7 @@ async def main_async() -> int:
     from aiokafka import AIOKafkaProducer
 
     from services import logs
+    from services.kafka_security import aiokafka_kwargs, preflight
     from services.notifier.compose import Contacts
     from services.notifier.consumer import Mailer, RelayRefused, consume
     from services.notifier.ledger import Ledger
@@ -83,7 +84,8 @@ async def main_async() -> int:
 
     async def start_producer() -> AIOKafkaProducer:
         # status events are batched (linger); a commit waits for them anyway (producer.flush)
-        p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+        await preflight(settings)  # a refused login or certificate: one clear line, not a retry loop
+        p = AIOKafkaProducer(**aiokafka_kwargs(settings), acks="all", enable_idempotence=True,
                              linger_ms=5, client_id=settings.instance_id)
         try:
             await p.start()

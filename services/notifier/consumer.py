@@ -24,6 +24,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from services import logs, serde
+from services.kafka_security import aiokafka_kwargs
 from services.notifier import compose
 from services.notifier.document import UncertainAttempt
 from services.notifier.ledger import Claim, Decision, Ledger
@@ -532,7 +533,7 @@ class LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 async def consume(mailer: Mailer, ready: asyncio.Event | None = None) -> None:
     s = mailer.settings
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.kafka_bootstrap, group_id=s.group_id,
+        **aiokafka_kwargs(s), group_id=s.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.batch_size,
         session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(1000, s.session_timeout_ms // 5),
         client_id=s.instance_id)

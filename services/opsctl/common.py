@@ -77,6 +77,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from services import kafka_security
 from services.opsctl.endpoints import (
     aggregator_url,
     connect_url,
@@ -240,10 +241,12 @@ def ensure_reachable(settings: KafkaSettings, timeout: float = 3.0) -> None:
     for host, port in _hostports(settings.kafka_bootstrap):
         try:
             with socket.create_connection((host, port), timeout=timeout):
-                return
+                break
         except OSError as exc:
             errors.append(f"{host}:{port} ({exc.strerror or type(exc).__name__})")
-    raise Unreachable(f"cannot reach the Kafka broker at {', '.join(errors)}")
+    else:
+        raise Unreachable(f"cannot reach the Kafka broker at {', '.join(errors)}")
+    kafka_security.check(settings, max(timeout, 10.0))  # a refused login or certificate: one line, not a timeout
 
 
 @cache
@@ -255,7 +258,7 @@ def _quiet_logger() -> logging.Logger:
 
 
 def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _quiet_logger(), **overrides}
+    return kafka_security.librdkafka_config(settings, logger=_quiet_logger(), **overrides)
 
 
 def admin(settings: KafkaSettings) -> Any:

@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError
 
 from services.devstack.errors import StackError
 from services.devstack.stack import StackInfo, down, up
+from services.kafka_security import client_config
 from services.topics import apply_topics
 
 _HERE = Path(__file__).resolve().parent
@@ -68,7 +69,7 @@ def consume(bootstrap: str, topic: str, n: int, *, timeout: float = 30.0,
     (e.g. by key). Tombstones are records with ``value`` None.
     """
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": f"it-{uuid.uuid4().hex}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,

@@ -19,6 +19,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from services.kafka_security import environment
+
 BIN = Path(sys.executable).parent / "trainee-notify"
 
 
@@ -67,14 +69,14 @@ class Service:
 
 
 def aggregator(stack: Any, scratch: Path, name: str = "aggregator", **env: str) -> Service:
-    base = {"TN_KAFKA_BOOTSTRAP": stack.bootstrap, "TN_DATA_DIR": str(scratch / name / "data"),
+    base = {**environment(stack.kafka_settings()), "TN_DATA_DIR": str(scratch / name / "data"),
             "TN_WEB_PORT": str(free_port()), "TN_TICK_SECONDS": "1", "TN_LOG_LEVEL": "INFO",
             "TN_STALL_SECONDS": "30"}
     return Service(name, ["aggregator", "run"], {**base, **env}, scratch / name / "log.txt")
 
 
 def mailer(stack: Any, scratch: Path, smtp_port: int, name: str = "mailer", **env: str) -> Service:
-    base = {"TN_KAFKA_BOOTSTRAP": stack.bootstrap, "TN_LEDGER_DSN": stack.pg_dsn, "TN_SMTP_PORT": str(smtp_port),
+    base = {**environment(stack.kafka_settings()), "TN_LEDGER_DSN": stack.pg_dsn, "TN_SMTP_PORT": str(smtp_port),
             "TN_SEND_IMMEDIATELY": "true", "TN_METRICS_PORT": str(free_port()), "TN_INSTANCE_ID": name,
             "TN_SMTP_RETRY_BASE_SECONDS": "0.2"}
     return Service(name, ["mailer", "run"], {**base, **env}, scratch / name / "log.txt")

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from services import serde
+from services.kafka_security import librdkafka_config
 from services.netchange import trainee
 from services.netchange.batch import Aggregation, aggregate_lines
 from services.netchange.cdc import parse_envelope
@@ -260,7 +261,7 @@ def test_readiness_is_false_while_the_table_is_not_usable(run: AggregatorRun) ->
     from confluent_kafka.admin import AdminClient, NewTopic
 
     app_id = f"unusable-{run.prefix}"
-    admin = AdminClient({"bootstrap.servers": run.stack.bootstrap})
+    admin = AdminClient(librdkafka_config(run.stack.kafka_settings()))
     name = f"{app_id}-trainee_state-changelog"
     admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[name].result(30)
     day = dt.date(2026, 11, 24)

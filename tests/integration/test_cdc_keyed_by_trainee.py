@@ -21,6 +21,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from services.devstack.stack import StackInfo
+from services.kafka_security import client_config
 from services.topics import CDC_TABLES
 
 OLDKEY, NEWKEY = "__debezium.oldkey", "__debezium.newkey"
@@ -164,7 +165,7 @@ class Reader:
     """Reads the six CDC topics from their end offsets at creation: only what this test caused."""
 
     def __init__(self, bootstrap: str, prefix: str) -> None:
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"it-keyed-{uuid.uuid4().hex}",
+        self.consumer = Consumer({**client_config(bootstrap), "group.id": f"it-keyed-{uuid.uuid4().hex}",
                                   "enable.auto.commit": False, "enable.partition.eof": False})
         md = self.consumer.list_topics(timeout=10)
         self.topics = {f"{prefix}.tss.{t}": t for t in CDC_TABLES}

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from services.kafka_security import librdkafka_config
 from tests.integration.procs import BIN, Service, free_port
 
 SECRET = "it-secret"
@@ -166,7 +167,7 @@ def test_poison_goes_to_the_dead_letter_and_restart_replays_nothing_new(
     svc = formr(TN_FORMR_GROUP_ID=group)
     bad = json.dumps({"op": "u", "source": {"table": "arcp", "ts_ms": 1796161408500}, "after": {"id": tag,
                       "trainee_id": tid, "review_date": "not a date"}}).encode()
-    p = Producer({"bootstrap.servers": stack.bootstrap})
+    p = Producer(librdkafka_config(stack.kafka_settings()))
     p.produce("tis.tss.arcp", key=json.dumps({"trainee_id": tid}).encode(), value=bad)
     p.flush(10)
     dead = consume_topic("trainee-notify.cdc-dlq.v1", 1, timeout=60,

@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg.rows import dict_row
 
 from services import serde
+from services.kafka_security import librdkafka_config
 from services.notifier.labels import format_instant
 from services.notifier.plan import message_id
 from tests.integration.procs import BIN, Inbox, Service, free_port, mailer, text_of
@@ -77,13 +78,13 @@ def mid(tid: str, kind: str = "digest", generation: int = 0) -> str:
 
 def new_topic(stack: Any, partitions: int = 4) -> str:
     name = f"it-netchange-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    admin = AdminClient(librdkafka_config(stack.kafka_settings()))
     admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
     return name
 
 
 def produce(stack: Any, topic: str, records: list[dict[str, Any]]) -> None:
-    producer = Producer({"bootstrap.servers": stack.bootstrap, "linger.ms": 5})
+    producer = Producer({**librdkafka_config(stack.kafka_settings()), "linger.ms": 5})
     for r in records:
         producer.produce(topic, serde.encode(serde.NETCHANGE, r), key=r["id"].encode())
         producer.poll(0)
@@ -92,7 +93,7 @@ def produce(stack: Any, topic: str, records: list[dict[str, Any]]) -> None:
 
 def committed(stack: Any, group: str, topic: str, partitions: int) -> int:
     """Sum of the committed offsets of ``group`` on ``topic`` (0 for a partition without one)."""
-    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**librdkafka_config(stack.kafka_settings()), "group.id": group, "enable.auto.commit": False})
     try:
         tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     finally:
@@ -299,7 +300,7 @@ def test_5xx_fails_at_once_and_goes_to_the_dead_letter_topic(stack: Any, tmp_pat
 
 def _headers(stack: Any, topic: str, match: Callable[[Any], bool]) -> dict[str, bytes]:
     """The headers of the first message on ``topic`` that ``match``es (read from the beginning)."""
-    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"it-{uuid.uuid4().hex}",
+    c = Consumer({**librdkafka_config(stack.kafka_settings()), "group.id": f"it-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
     deadline = time.monotonic() + 20
@@ -694,7 +695,7 @@ def mixed(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixe
     ]
     topic = new_topic(stack)
     produce(stack, topic, records)
-    garbage = Producer({"bootstrap.servers": stack.bootstrap})
+    garbage = Producer(librdkafka_config(stack.kafka_settings()))
     garbage.produce(topic, b"Marigold Quillfeather-Zebedee, Flat 9, 77 Pennywhistle Lane", key=tids["plain"].encode())
     assert garbage.flush(10) == 0
     svc = run_mailer(stack, tmp, server.port, topic, name="mailer-mixed")

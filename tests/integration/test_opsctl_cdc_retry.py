@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg import errors as pg_errors
 
+from services.kafka_security import client_config
 from services.opsctl import groups
 from tests.integration.procs import BIN
 from tests.integration.test_aggregator import GRACE_MS, http_status
@@ -63,7 +64,7 @@ def cli(run: AggregatorRun, *args: str, timeout: float = 120) -> subprocess.Comp
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
+    c = Consumer({**client_config(bootstrap), "group.id": f"ends-{uuid.uuid4().hex}"})
     try:
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     finally:
@@ -73,7 +74,7 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 def read_from(bootstrap: str, topic: str, partition: int, offset: int, timeout: float = 20) -> list[Any]:
     """Every message of one partition from ``offset`` to its current end."""
     end = end_offsets(bootstrap, topic, partition + 1)[partition]
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
+    c = Consumer({**client_config(bootstrap), "group.id": f"read-{uuid.uuid4().hex}",
                   "enable.auto.commit": False})
     out: list[Any] = []
     try:
@@ -91,7 +92,7 @@ def read_from(bootstrap: str, topic: str, partition: int, offset: int, timeout: 
 
 def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, timeout: float = 60) -> None:
     """The group has committed every partition of ``topic`` up to its end (so a restart reads on from there)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     ends = end_offsets(bootstrap, topic, partitions)
     deadline = time.monotonic() + timeout
     got: dict[int, int] = {}

@@ -17,9 +17,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from services import serde
+from services.kafka_security import client_config, librdkafka_config
 from services.netchange.cdc import PRIMARY_KEY
 from services.netchange.trainee import as_connector_keys
-from services.settings import KafkaSettings
 from services.topics import apply_topics
 from tests.integration.procs import Service, aggregator
 from tests.unit.envelopes import envelope, person, placement
@@ -109,13 +109,14 @@ class AggregatorRun:
         self.stack = stack
         self.scratch = scratch
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
-        self.settings = KafkaSettings(kafka_bootstrap=stack.bootstrap, cdc_topic_prefix=self.prefix,
-                                      topic_partitions=partitions, netchange_topic=f"{self.prefix}.netchange",
-                                      cdc_dlq_topic=f"{self.prefix}.cdc-dlq", app_id=f"agg-{self.prefix}")
+        self.settings = stack.kafka_settings().model_copy(update={  # the stack's broker, TLS and SASL
+            "cdc_topic_prefix": self.prefix, "topic_partitions": partitions,
+            "netchange_topic": f"{self.prefix}.netchange", "cdc_dlq_topic": f"{self.prefix}.cdc-dlq",
+            "app_id": f"agg-{self.prefix}"})
         apply_topics(self.settings)  # with the heartbeat topic of this prefix and the aggregator's own
         self.clock = scratch / "clock"
         # idempotent: keeps each trainee's order; murmur2: the partitions Kafka Connect picks for a key
-        self.producer = Producer({"bootstrap.servers": stack.bootstrap, "linger.ms": 20,
+        self.producer = Producer({**librdkafka_config(stack.kafka_settings()), "linger.ms": 20,
                                   "enable.idempotence": True, "partitioner": "murmur2_random"})
         self.app_id = self.settings.app_id
 
@@ -150,7 +151,7 @@ class AggregatorRun:
     def records(self, expected: int, timeout: float = 120, idle: float = 3.0, topic: str | None = None
                 ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
         """Everything on the output topic: wait for ``expected`` messages, then until ``idle`` s of quiet."""
-        consumer = Consumer({"bootstrap.servers": self.stack.bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
+        consumer = Consumer({**librdkafka_config(self.stack.kafka_settings()), "group.id": f"read-{uuid.uuid4().hex}",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False})
         consumer.subscribe([topic or self.settings.netchange_topic])
         found: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
@@ -204,7 +205,7 @@ def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[tup
     """(topic, partition) -> the offset consumer group ``group`` has committed (negative: none)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     meta = admin.list_topics(timeout=10)
     tps = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
@@ -216,7 +217,7 @@ def partition_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, in
     from confluent_kafka import TopicPartition
 
     committed = committed_offsets(bootstrap, group, topics)
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
+    probe = Consumer({**client_config(bootstrap), "group.id": f"probe-{uuid.uuid4().hex}"})
     try:
         lag = {}
         for (topic, partition), done in committed.items():
