@@ -140,6 +140,11 @@ def _explain(where: str, settings: KafkaSettings, exc: BaseException) -> str | N
     """One line for a security failure; None for anything else (not up yet, network)."""
     from aiokafka import errors
 
+    # a broker that rejects the client's certificate (TLS 1.3: after the handshake) shows as a closed
+    # connection whose cause is the TLS alert
+    while isinstance(exc, errors.KafkaConnectionError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+
     if isinstance(exc, errors.SaslAuthenticationFailed | errors.IllegalSaslStateError):
         return (f"the Kafka broker at {where} refused the SASL login ({settings.kafka_sasl_mechanism.value}): "
                 "check TN_KAFKA_SASL_USERNAME and TN_KAFKA_SASL_PASSWORD")

@@ -37,17 +37,61 @@ class KafkaPaths:
         return self.root.parent / "logs"
 
 
-def server_properties(paths: KafkaPaths, port: int, controller_port: int) -> str:
-    """The broker settings of notes-stack.md: one combined node, replication factors 1, fast rebalances."""
+@dataclass(frozen=True)
+class SecureListeners:
+    """Opt-in listeners besides PLAINTEXT (which stays, for the broker itself and the stack's tools):
+    SASL_SSL with SCRAM-SHA-512 on ``sasl_ssl_port`` and, with ``ssl_port``, SSL that requires a
+    client certificate signed by ``truststore`` (mutual TLS). The broker's key and certificate are in
+    the PKCS#12 ``keystore``; the SCRAM ``users`` (name, password) are created when the storage is
+    formatted (KRaft keeps them in its metadata log)."""
+
+    sasl_ssl_port: int
+    keystore: Path
+    keystore_password: str
+    truststore: Path  # PEM: the CA of the client certificates
+    users: tuple[tuple[str, str], ...]
+    ssl_port: int | None = None
+
+    def listeners(self) -> dict[str, int]:
+        out = {"SASL_SSL": self.sasl_ssl_port}
+        if self.ssl_port is not None:
+            out["SSL"] = self.ssl_port
+        return out
+
+    def properties(self) -> dict[str, str]:
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        props = {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.keystore.password": self.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.truststore),
+        }
+        if self.ssl_port is not None:
+            props["listener.name.ssl.ssl.client.auth"] = "required"
+        return props
+
+
+def server_properties(paths: KafkaPaths, port: int, controller_port: int,
+                      secure: SecureListeners | None = None) -> str:
+    """The broker settings of notes-stack.md: one combined node, replication factors 1, fast rebalances;
+    with ``secure``, its SASL_SSL (and SSL) listeners too."""
+    extra = secure.listeners() if secure else {}
+    listeners = ",".join([f"PLAINTEXT://{LOOPBACK}:{port}", f"CONTROLLER://{LOOPBACK}:{controller_port}",
+                          *(f"{name}://{LOOPBACK}:{p}" for name, p in extra.items())])
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{LOOPBACK}:{controller_port}",
-        "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
+        "listeners": listeners,
+        "advertised.listeners": listeners,
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT",
+                                                    *(f"{name}:{name}" for name in extra)]),
         "log.dirs": str(paths.data),
         "num.partitions": "1",
         "default.replication.factor": "1",
@@ -62,6 +106,7 @@ def server_properties(paths: KafkaPaths, port: int, controller_port: int) -> str
         "auto.create.topics.enable": "true",
         "log.retention.check.interval.ms": "60000",
         "log.flush.interval.messages": "9223372036854775807",
+        **(secure.properties() if secure else {}),
     }
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
@@ -78,12 +123,16 @@ def _java(jars: Jars, name: str, logs: Path) -> list[str]:
             f"-Dkafka.logs.dir={logs}", f"-Dtn.log.name={name}", "-cp", jars.classpath]
 
 
-def format_storage(jars: Jars, paths: KafkaPaths, port: int, controller_port: int) -> None:
+def format_storage(jars: Jars, paths: KafkaPaths, port: int, controller_port: int,
+                   secure: SecureListeners | None = None) -> None:
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(server_properties(paths, port, controller_port))
+    paths.config.write_text(server_properties(paths, port, controller_port, secure))
+    paths.config.chmod(0o600)  # with secure: the keystore password
+    scram = [a for name, password in (secure.users if secure else ())
+             for a in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
     run([*_java(jars, "storage-tool", paths.logs), "kafka.tools.StorageTool", "format",
-         "-t", _cluster_id(), "-c", str(paths.config), "--standalone"],
+         "-t", _cluster_id(), "-c", str(paths.config), "--standalone", *scram],
         what="kafka StorageTool format", timeout=120)
 
 
