@@ -42,7 +42,9 @@ class ConnectPaths:
         return self.root.parent / "logs"
 
 
-def worker_properties(bootstrap: str, rest_port: int, plugin_path: Path) -> str:
+def worker_properties(bootstrap: str, rest_port: int, plugin_path: Path,
+                      extra: dict[str, str] | None = None) -> str:
+    """``extra`` (e.g. the security block of deploy/connect/worker-sasl-ssl.properties) wins."""
     settings = {
         "bootstrap.servers": bootstrap,
         "group.id": "trainee-notify-connect",
@@ -69,13 +71,15 @@ def worker_properties(bootstrap: str, rest_port: int, plugin_path: Path) -> str:
         # secrets come from files in real deployments: ${file:<path>:<key>} in connector configs
         "config.providers": "file",
         "config.providers.file.class": "org.apache.kafka.common.config.provider.FileConfigProvider",
+        **(extra or {}),
     }
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
 
-def start(jars: Jars, paths: ConnectPaths, bootstrap: str, rest_port: int) -> int:
+def start(jars: Jars, paths: ConnectPaths, bootstrap: str, rest_port: int,
+          extra: dict[str, str] | None = None) -> int:
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(worker_properties(bootstrap, rest_port, jars.plugin_path))
+    paths.config.write_text(worker_properties(bootstrap, rest_port, jars.plugin_path, extra))
     argv = [require_java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
             f"-Dkafka.logs.dir={paths.logs}", "-Dtn.log.name=connect", "-cp", jars.classpath,
             "org.apache.kafka.connect.cli.ConnectDistributed", str(paths.config)]

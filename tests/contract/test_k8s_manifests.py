@@ -119,3 +119,39 @@ def test_overlays_render(overlay: str) -> None:
                          timeout=60, check=True).stdout
     kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
     assert {"StatefulSet", "Deployment", "ConfigMap", "Service"} <= kinds
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_prod_talks_to_kafka_over_sasl_ssl_with_the_password_from_a_secret_and_the_ca_mounted() -> None:
+    out = subprocess.run(["kubectl", "kustomize", str(K8S / "overlays" / "prod")], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    [settings] = [d["data"] for d in docs if d["kind"] == "ConfigMap" and "TN_KAFKA_BOOTSTRAP" in d["data"]]
+    assert settings["TN_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and settings["TN_KAFKA_SASL_USERNAME"]
+    assert "TN_KAFKA_SASL_PASSWORD" not in settings and "TN_KAFKA_SSL_CHECK_HOSTNAME" not in settings  # default: on
+    ca = Path(settings["TN_KAFKA_SSL_CA_FILE"])
+    for doc in (d for d in docs if d["kind"] in WORKLOADS):
+        [c] = doc["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["TN_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password", doc["metadata"]
+        assert "value" not in env["TN_KAFKA_SASL_PASSWORD"]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+        [name] = [n for n, path in mounts.items() if Path(path) == ca.parent]
+        assert volumes[name]["configMap"]["items"] == [{"key": ca.name, "path": ca.name}]
+
+
+def test_the_connect_worker_file_secures_every_client_of_the_worker_without_a_secret() -> None:
+    """deploy/connect/worker-sasl-ssl.properties: the worker and its producer., consumer. and admin.
+    clients all use SASL_SSL with host name verification; the password only through the config provider."""
+    path = K8S.parent / "connect" / "worker-sasl-ssl.properties"
+    props = dict(line.split("=", 1) for line in path.read_text().splitlines()
+                 if line.strip() and not line.startswith("#"))
+    for prefix in ("", "producer.", "consumer.", "admin."):
+        assert props[f"{prefix}security.protocol"] == "SASL_SSL", prefix
+        assert props[f"{prefix}sasl.mechanism"] == "SCRAM-SHA-512", prefix
+        assert props[f"{prefix}ssl.endpoint.identification.algorithm"] == "https", prefix
+        assert props[f"{prefix}ssl.truststore.location"], prefix
+        jaas = props[f"{prefix}sasl.jaas.config"]
+        assert 'password="${file:' in jaas, prefix
+    assert props["config.providers.file.class"].endswith("FileConfigProvider")

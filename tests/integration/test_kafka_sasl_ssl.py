@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 
 from services import kafka_security
-from services.devstack import kafka
+from services.devstack import connect, kafka
 from services.devstack.fetch import ensure_jars
 from services.devstack.proc import LOOPBACK, free_port, stop_group
 from services.settings import KafkaSettings
@@ -36,6 +38,8 @@ from tests.integration.workload import AggregatorRun, london_ms, wait_metric
 from tests.unit.envelopes import envelope, person, placement
 
 USER, PASSWORD = "trainee-notify", "scram-Secret-7f3a"  # a throwaway SCRAM user of this test broker only
+CONNECT_USER, CONNECT_PASSWORD = "tis-connect", "connect-Secret-91c2"  # the user of deploy/connect's worker file
+WORKER_FILE = Path(__file__).resolve().parents[2] / "deploy" / "connect" / "worker-sasl-ssl.properties"
 GRACE_MS = 900_000
 
 
@@ -76,6 +80,7 @@ class SecureKafka:
     sasl_ssl_port: int
     ssl_port: int
     pg_dsn: str
+    pg_port: int
     pki: dict[str, Path]
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -101,13 +106,13 @@ def secure(stack: Any, pki: dict[str, Path], tmp_path_factory: pytest.TempPathFa
     port, controller, sasl_port, ssl_port = free_port(), free_port(), free_port(), free_port()
     listeners = kafka.SecureListeners(sasl_ssl_port=sasl_port, ssl_port=ssl_port, keystore=pki["keystore"],
                                       keystore_password="keystore-pw", truststore=pki["ca"],
-                                      users=((USER, PASSWORD),))
+                                      users=((USER, PASSWORD), (CONNECT_USER, CONNECT_PASSWORD)))
     jars = ensure_jars()
     kafka.format_storage(jars, paths, port, controller, listeners)
     pid = kafka.start(jars, paths)
     try:
         kafka.wait_ready(f"{LOOPBACK}:{port}", port, pid, str(root))
-        yield SecureKafka(f"{LOOPBACK}:{port}", sasl_port, ssl_port, stack.pg_dsn, pki)
+        yield SecureKafka(f"{LOOPBACK}:{port}", sasl_port, ssl_port, stack.pg_dsn, stack.pg_port, pki)
     finally:
         stop_group(pid, name="kafka-sasl-ssl", marker=str(root))
         if not os.environ.get("TN_KEEP_STACK"):
@@ -262,3 +267,67 @@ def test_a_wrong_password_or_an_untrusted_ca_fails_with_one_clear_line(secure: S
     assert f"127.0.0.1:{secure.sasl_ssl_port}" in line
     assert "Traceback" not in done.stdout
     assert PASSWORD not in done.stderr + done.stdout and "not-the-password" not in done.stderr + done.stdout
+
+
+def worker_security(secure: SecureKafka, secrets: Path) -> dict[str, str]:
+    """deploy/connect/worker-sasl-ssl.properties as a deployment would use it, with this broker's
+    address and the files of this test in place of the deployment's mount points."""
+    text = (WORKER_FILE.read_text().replace("kafka-bootstrap.kafka.svc:9093", secure.bootstrap)
+            .replace("/opt/kafka/tls/ca.pem", str(secure.pki["ca"]))
+            .replace("/opt/kafka/secrets/kafka-client.properties", str(secrets)))
+    return dict(line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def test_debezium_in_connect_over_sasl_ssl_with_the_deploy_worker_file(secure: SecureKafka, pg: Any,
+                                                                       tmp_path: Path) -> None:
+    """The connector's side: a Connect worker configured with deploy/connect/worker-sasl-ssl.properties
+    (its own clients, producer., consumer. and admin., the password through the file config provider)
+    runs the Debezium connector of deploy/connect/tss-postgres.json; a row inserted in PostgreSQL
+    arrives on the CDC topic, read over SASL_SSL."""
+    secrets = tmp_path / "kafka-client.properties"
+    secrets.write_text(f"password={CONNECT_PASSWORD}\n")
+    secrets.chmod(0o600)
+    prefix, slot = f"tls{uuid.uuid4().hex[:6]}", f"tls_{uuid.uuid4().hex[:8]}"
+    paths = connect.ConnectPaths(tmp_path / "connect")
+    rest = free_port()
+    url = f"http://{LOOPBACK}:{rest}"
+    pid = connect.start(ensure_jars(), paths, secure.bootstrap, rest, worker_security(secure, secrets))
+    conn = pg()
+    try:
+        connect.wait_ready(url, pid, str(tmp_path))
+        name, config = connect.connector_config(secure.pg_port, partitions=4, extra={
+            "topic.prefix": prefix, "slot.name": slot, "publication.name": f"{slot}_pub",
+            "table.include.list": "tss.personal_details", "snapshot.mode": "no_data"})
+        connect.register(url, name, config)
+        connect.wait_running(url, name)
+        tid = f"tls-cdc-{uuid.uuid4().hex[:8]}"
+        # the connector's slot exists once it runs; this insert is streamed, not snapshotted
+        conn.execute("INSERT INTO tss.personal_details (trainee_id, role, title, forenames, surname, email, "
+                     "updated_at) VALUES (%s, 'DR in Training', 'Dr', 'Ada', 'Okafor', %s, now())",
+                     (tid, f"dr.{tid}@example.nhs.uk"))
+        topic = f"{prefix}.tss.personal_details"
+        consumer = Consumer(kafka_security.librdkafka_config(secure.kafka_settings(), **{
+            "group.id": f"it-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+        consumer.subscribe([topic])
+        found = None
+        deadline = time.monotonic() + 90
+        try:
+            while found is None and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and not msg.error() and msg.value() and tid.encode() in msg.value():
+                    found = orjson.loads(msg.value())
+        finally:
+            consumer.close()
+        assert found is not None, f"no change event for {tid} on {topic} within 90 s"
+        assert found["op"] == "c" and found["after"]["trainee_id"] == tid
+        assert CONNECT_PASSWORD not in (tmp_path / "logs" / "connect.log").read_text(errors="replace")
+    finally:
+        stop_group(pid, name="connect-sasl-ssl", marker=str(tmp_path))
+        for _ in range(20):  # the slot is released when the worker has gone
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE slot_name = %s", (slot,))
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.5)
+        conn.execute(f'DROP PUBLICATION IF EXISTS "{slot}_pub"')
