@@ -17,6 +17,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from services import serde
+from services.kafka_security import librdkafka_config
 from tests.integration.procs import BIN, text_of
 from tests.integration.test_mailer import (  # noqa: F401  (fixtures)
     DAY,
@@ -74,7 +75,7 @@ def end_offset(stack: Any, topic: str, partitions: int) -> int:
     """The sum of the end offsets of ``topic``'s partitions."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"it-ends-{uuid.uuid4().hex[:6]}"})
+    c = Consumer({**librdkafka_config(stack.kafka_settings()), "group.id": f"it-ends-{uuid.uuid4().hex[:6]}"})
     try:
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
     finally:
