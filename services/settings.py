@@ -53,11 +53,15 @@ class KafkaSettings(_Base):
     cdc_topic_prefix: str = Field("tis", description="Debezium topic.prefix; CDC topics are <prefix>.tss.<table>")
     topic_partitions: int = Field(12, ge=1, description="partitions of the topics this project creates (and "
                                   "the connector's): up to this many busy aggregator workers")
-    replication_factor: int = Field(1, ge=1)
-    netchange_topic: str = "trainee-notify.netchange.v1"
-    cdc_dlq_topic: str = "trainee-notify.cdc-dlq.v1"
-    delivery_status_topic: str = "trainee-notify.delivery-status.v1"
-    mail_dlq_topic: str = "trainee-notify.mail-dlq.v1"
+    replication_factor: int = Field(1, ge=1, description="replicas of the topics this project creates (3 in "
+                                    "production)")
+    netchange_topic: str = Field("trainee-notify.netchange.v1", description="the net-change records (Avro)")
+    cdc_dlq_topic: str = Field("trainee-notify.cdc-dlq.v1", description="CDC events and records that could not "
+                               "be used, with the reason in a header")
+    delivery_status_topic: str = Field("trainee-notify.delivery-status.v1", description="every delivery attempt's "
+                                       "outcome (Avro)")
+    mail_dlq_topic: str = Field("trainee-notify.mail-dlq.v1", description="notifications that could not be sent, "
+                                "with the reason")
     app_id: str = Field("trainee-notify-aggregator", description="the aggregator's faust app id: its consumer "
                         "group and the prefix of its own topics (table changelog, ticks)")
 
@@ -234,7 +238,8 @@ class FormrSettings(KafkaSettings, SmtpSettings):
                                   "trainees to submit their form")
     formr_instance_id: str = Field("formr-1", description="names this instance in ledger claims; keep it "
                                    "across restarts so a restarted instance takes its own claims back at once")
-    mail_from: str = "Training record notifications <no-reply@notify.example.nhs.uk>"
-    message_id_domain: str = "notify.example.nhs.uk"
-    allow_test_domains: bool = False
-    contacts_file: Path | None = None
+    mail_from: str = Field("Training record notifications <no-reply@notify.example.nhs.uk>",
+                           description="the From of every email")
+    message_id_domain: str = Field("notify.example.nhs.uk", description="the right-hand side of our Message-IDs")
+    allow_test_domains: bool = Field(False, description="accept *.test recipient domains (local stack only)")
+    contacts_file: Path | None = Field(None, description="JSON: managing deanery -> contact; else built-in")
