@@ -34,13 +34,23 @@ class WallClock:
 
 
 class FileClock:
-    """Tests: the wall clock is whatever epoch seconds a file says (missing file: the real clock)."""
+    """Tests: the wall clock is whatever epoch seconds a file says (missing file: the real clock).
 
-    def __init__(self, path: Path) -> None:
+    The file is read again at most every ``ttl`` seconds: the clock is asked once per event, and a
+    file read per event was 7 % of the aggregator's time in the benchmark."""
+
+    def __init__(self, path: Path, ttl: float = 0.1) -> None:
         self.path = path
+        self.ttl = ttl
+        self._read_at = float("-inf")
+        self._value: int | None = None
 
     def now_ms(self) -> int:
-        try:
-            return int(float(self.path.read_text().strip()) * 1000)
-        except (OSError, ValueError):
-            return int(time.time() * 1000)
+        now = time.monotonic()
+        if now - self._read_at >= self.ttl:
+            self._read_at = now
+            try:
+                self._value = int(float(self.path.read_text().strip()) * 1000)
+            except (OSError, ValueError):
+                self._value = None
+        return self._value if self._value is not None else int(time.time() * 1000)
