@@ -112,7 +112,7 @@ FAULTS = Path(__file__).resolve().parent / "faults"
 
 def test_a_partition_faust_leaves_stuck_after_a_rebalance_is_repaired_and_nothing_is_lost(run: AggregatorRun) -> None:
     """The two ways faust was seen to leave one partition stuck after a rebalance, reproduced in the
-    worker (tests/integration/faults): left out of the fetches, then records dropped as already read.
+    worker (tests/integration/faults): left out of the fetches, then an acknowledgement lost.
     Ticks keep every other partition moving. The watchdog finds the stuck partition by the broker's
     end offsets and has faust fetch it again from its committed offset; every record is the batch's."""
     envs = workload(37, run.prefix, trainees=80, days=DAYS[:2], edits_per_day=200)
@@ -130,10 +130,10 @@ def test_a_partition_faust_leaves_stuck_after_a_rebalance_is_repaired_and_nothin
     finally:
         agg.stop()
     run.produce(envs[half:])
-    agg = run.service(PYTHONPATH=path, TN_TEST_FAULT=f"skip:{stuck}:1").start()
+    agg = run.service(PYTHONPATH=path, TN_TEST_FAULT=f"lose-ack:{stuck}:1").start()
     try:
         wait_caught_up(run, services=(agg,))
-        assert f"test fault injected: skip {stuck}:1" in agg.log()
+        assert f"test fault injected: ack lost {stuck}:1@" in agg.log()
         repaired = [line for line in agg.log().splitlines() if "aggregator.partition_repaired" in line]
         assert repaired and f"{stuck}:1" in repaired[0]
         run.set_clock(london_ms(DAYS[1] + dt.timedelta(days=1), 0) + GRACE_MS + 5_000)
