@@ -142,8 +142,8 @@ class AggregatorSettings(KafkaSettings, DaySettings):
                                   "the changelog (production: 1)")
     state_cache: int = Field(5000, ge=1, description="decoded trainee states kept in memory per worker")
     stall_seconds: float = Field(120.0, gt=0, description="an input partition with lag whose committed offset "
-                                 "has not moved this long is stalled (/healthz fails, logged with faust's view "
-                                 "of it); half-way, it is fetched again from its committed offset once")
+                                 "has not moved this long is stalled (logged with faust's view of it, /healthz "
+                                 "fails, the worker exits 3 to be restarted); half-way it is logged as stuck")
     exit_on_stall: bool = Field(True, description="after a stall, exit (code 3) so the supervisor restarts the "
                                 "worker; state and offsets are in Kafka, so a restart is safe")
 

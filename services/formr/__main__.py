@@ -8,6 +8,7 @@ import datetime as dt
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -92,7 +93,9 @@ def run() -> None:
     database = where_dsn(settings.formr_dsn)
 
     def prepare() -> None:
-        with psycopg.connect(settings.formr_dsn, autocommit=True, connect_timeout=5) as conn:
+        # bounded: a lock held elsewhere is an attempt that failed (retried), not a wait for ever
+        with psycopg.connect(settings.formr_dsn, autocommit=True, connect_timeout=5,
+                             options="-c lock_timeout=5000 -c statement_timeout=30000") as conn:
             ensure_schema(conn)  # before the page's first query
 
     async def main() -> int:
@@ -136,6 +139,7 @@ def run() -> None:
             return 0
         pool.open()
         db_up.set()
+        consumer.progress = time.monotonic()  # the wait for the database was not the loop's
         thread.start()
         tasks: list[asyncio.Task[Any]] = []
         if settings.formr_reminders:

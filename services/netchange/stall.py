@@ -4,13 +4,15 @@ The shell hands over, every round, each input partition that is *behind*: the br
 past what this worker has committed. Such a partition is *stuck* when its committed offset has not
 moved for a while. Records flowing on other partitions do not count: ticks arrive on every
 partition every few seconds, so a worker can look busy while one partition goes nowhere (seen after
-rebalances: faust never fetched a partition it was given, or dropped records it had fetched while
-marking them read, so the commits could never pass them).
+rebalances: faust never fetched a partition it was given, or lost the acknowledgements at the head of
+one, so that its commits could never pass them).
 
-Half-way to ``stall_seconds`` a stuck partition is repaired once (``HEAL``: the shell makes faust
-fetch it again from its committed offset; replays are idempotent). At the full time the worker
-reports ``STALLED`` once and the shell exits, so that its supervisor restarts it. Time spent
-rebalancing or recovering tables is not stuck time: the clocks start again when the worker is ready.
+Half-way to ``stall_seconds`` a stuck partition is reported once as a warning (``WATCH``, with what
+faust holds of it); at the full time the worker reports ``STALLED`` once and the shell exits, so that
+its supervisor restarts it: a restart reads every partition again from its committed offset, the path
+the kill -9 tests prove safe (a repair inside the running worker would race faust's own fetch loop).
+Time spent rebalancing or recovering tables is not stuck time: the clocks start again when the worker
+is ready.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from enum import Enum
 
 class Verdict(Enum):
     OK = "ok"
-    WATCH = "watch"  # stuck for a while: not yet repaired or stalled
-    HEAL = "heal"  # make faust fetch these partitions again from their committed offsets
-    STALLED = "stalled"  # the first time: report it (and exit)
+    WATCH = "watch"  # stuck for half the time: report it once
+    STALLED = "stalled"  # stuck for the full time, the first time: report it (and exit)
     STILL = "still"  # reported already
 
 
@@ -33,7 +34,7 @@ class Watch:
     stall_seconds: float
     # partition -> (its committed offset when last seen behind, since when it has stayed there)
     stuck: dict[str, tuple[int | None, float]] = field(default_factory=dict)
-    healed: set[str] = field(default_factory=set)  # repaired once in this episode
+    warned: set[str] = field(default_factory=set)  # reported half-way in this episode
     stalled_at: float = 0.0
 
     def check(self, now: float, *, busy: bool,
@@ -42,7 +43,7 @@ class Watch:
         offset (None: nothing committed yet). The verdict, and the partitions it concerns."""
         if busy:  # rebalancing or recovering: count from when the worker is ready
             self.stuck.clear()
-            self.healed.clear()
+            self.warned.clear()
             self.stalled_at = 0.0
             return Verdict.OK, []
         kept = {}
@@ -52,25 +53,22 @@ class Watch:
                 kept[tp] = seen
             else:  # it moved (or is new): a new episode
                 kept[tp] = (committed, now)
-                self.healed.discard(tp)
+                self.warned.discard(tp)
         self.stuck = kept
-        self.healed &= set(kept)
+        self.warned &= set(kept)
         waited = {tp: now - since for tp, (_, since) in kept.items()}
-        slow = sorted(tp for tp, secs in waited.items() if secs >= self.stall_seconds / 2)
-        if not slow:
-            self.stalled_at = 0.0
-            return Verdict.OK, []
-        repair = [tp for tp in slow if tp not in self.healed]
-        if repair:
-            self.healed.update(repair)
-            return Verdict.HEAL, repair
-        stalled = [tp for tp in slow if waited[tp] >= self.stall_seconds]
-        if not stalled:
-            return Verdict.WATCH, slow
-        if self.stalled_at:
-            return Verdict.STILL, stalled
-        self.stalled_at = now
-        return Verdict.STALLED, stalled
+        stalled = sorted(tp for tp, secs in waited.items() if secs >= self.stall_seconds)
+        if stalled:
+            if self.stalled_at:
+                return Verdict.STILL, stalled
+            self.stalled_at = now
+            return Verdict.STALLED, stalled
+        self.stalled_at = 0.0
+        new = sorted(tp for tp, secs in waited.items() if secs >= self.stall_seconds / 2 and tp not in self.warned)
+        if new:
+            self.warned.update(new)
+            return Verdict.WATCH, new
+        return Verdict.OK, []
 
     def waited(self, now: float) -> dict[str, float]:
         """How long each stuck partition has stayed where it is."""

@@ -2,16 +2,21 @@
 
 Every few seconds it asks the broker for the end offsets of the worker's input partitions and
 compares them with what the worker has committed; the pure :class:`~services.netchange.stall.Watch`
-says which partitions are stuck. A stuck partition is repaired once (fetched again from its committed
-offset), and one still stuck at ``TN_STALL_SECONDS`` makes ``/healthz`` fail and, with
-``TN_EXIT_ON_STALL``, the worker exit (code 3) so that its supervisor restarts it.
+says which partitions are stuck. Half-way to ``TN_STALL_SECONDS`` a stuck partition is logged with
+what faust holds of it (``aggregator.partition_stuck``, gauge ``netchange_partitions_stuck``); one
+still stuck at the full time makes ``/healthz`` fail and, with ``TN_EXIT_ON_STALL``, the worker exit
+(code 3) so that its supervisor restarts it. The restart is the repair: a new process reads every
+partition again from its committed offset (replays are idempotent), the path the kill -9 tests
+prove; seeking inside the running worker would race faust's own fetch loop. A round that cannot
+reach the broker is skipped (logged), never a crash.
 
 faust keeps no public view of its committed, read and acknowledged offsets or of the partitions it
-fetches; this module reads them (and only this module), for the check and for the log of a repair.
+fetches; this module reads them (and only this module), for the check and for the log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -20,7 +25,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from services import logs
 from services.netchange.stall import Verdict, Watch
@@ -33,8 +38,8 @@ if TYPE_CHECKING:
 log = logs.get("aggregator")
 
 STALLED = Gauge("netchange_stalled", "1 when an input partition with lag has committed nothing for TN_STALL_SECONDS")
-REPAIRS = Counter("netchange_partition_repairs_total", "input partitions stuck for half of TN_STALL_SECONDS that "
-                  "the watchdog made faust fetch again from their committed offset")
+STUCK = Gauge("netchange_partitions_stuck", "input partitions behind whose committed offset has not moved for half "
+              "of TN_STALL_SECONDS or more (at the full time the worker exits, code 3)")
 
 
 def _consumer(app: faust.App) -> Consumer:
@@ -54,12 +59,16 @@ async def behind(app: faust.App, topics: Collection[str]) -> dict[Any, int | Non
     partition never fetched has none of) is past what this worker has committed."""
     consumer = _consumer(app)
     held = [tp for tp in consumer.assignment() if tp.topic in topics]
-    ends = await consumer.highwaters(*held) if held else {}
+    if not held:
+        return {}
+    ends = await consumer.highwaters(*held)
+    starts = await consumer.earliest_offsets(*held)
     out = {}
     for tp in held:
-        committed = consumer._committed_offset.get(tp)
+        committed = consumer._committed_offset.get(tp)  # the next offset to read, as the broker counts
         end = ends.get(tp)
-        if end is not None and end > (committed or 0) + 1:  # +1: the offset faust commits vs acknowledges
+        # nothing committed yet: behind only if the log holds records (not when all have expired)
+        if end is not None and end > max(committed if committed is not None else 0, starts.get(tp) or 0):
             out[tp] = committed
     return out
 
@@ -74,38 +83,31 @@ def looks(app: faust.App, tp: Any) -> dict[str, Any]:
             "buffered": tp in consumer._buffered_partitions}
 
 
-async def repair(app: faust.App, tp: Any, committed: int | None) -> None:
-    """Make faust fetch a stuck partition again from its committed offset: resumed if its buffer flow
-    control left it out, and the records at the head read again (faust drops a fetched record below
-    its read offset, and a record fetched before a rebalance can be marked read without reaching the
-    agent, so that the commits never pass it). Replays are idempotent (by Debezium position); the
-    acknowledgements of the offsets read again are forgotten so that theirs count this time."""
-    consumer = _consumer(app)
-    consumer._buffered_partitions.discard(tp)
-    consumer.resume_partitions([tp])
-    start = committed or 0
-    acked = consumer._acked.get(tp) or []
-    consumer._acked_index[tp].difference_update(range(start, min(acked) if acked else start))
-    await consumer.seek(tp, start)
-
-
 def install(app: faust.App, settings: AggregatorSettings, topics: Collection[str], watch: Watch) -> Callable[[], bool]:
     """Start the watchdog's timer on ``app``; returns the worker's ``busy`` check (for readiness)."""
 
+    interval = max(1.0, min(10.0, settings.stall_seconds / 4))
+
     # faust annotates App.timer as returning a bare Callable, so the function it decorates is untyped
-    @app.timer(interval=max(1.0, min(10.0, settings.stall_seconds / 4)))  # type: ignore[untyped-decorator]
+    @app.timer(interval=interval)  # type: ignore[untyped-decorator]
     async def watchdog() -> None:
-        found = {} if busy(app) else await behind(app, topics)
+        found: dict[Any, int | None] = {}
+        if not busy(app):
+            try:
+                found = await asyncio.wait_for(behind(app, topics), timeout=interval)
+            except Exception as exc:  # noqa: BLE001 - a broker that does not answer now: the next round
+                log.warning("aggregator.watchdog_skipped", error=type(exc).__name__)
+                return
         named = {f"{tp.topic}:{tp.partition}": tp for tp in found}
         now = time.monotonic()
+        # busy again after the broker's answer (a rebalance meanwhile): that round counts for nothing
         verdict, tps = watch.check(now, busy=busy(app), behind={n: found[tp] for n, tp in named.items()})
         STALLED.set(1 if verdict in (Verdict.STALLED, Verdict.STILL) else 0)
-        if verdict is Verdict.HEAL:
-            REPAIRS.inc(len(tps))
-            log.warning("aggregator.partition_repaired", partitions={n: looks(app, named[n]) for n in tps},
-                        stuck_seconds=watch.waited(now))
-            for n in tps:
-                await repair(app, named[n], found[named[n]])
+        half = now - watch.stall_seconds / 2
+        STUCK.set(sum(1 for _, since in watch.stuck.values() if since <= half))
+        if verdict is Verdict.WATCH:
+            log.warning("aggregator.partition_stuck", partitions={n: looks(app, named[n]) for n in tps},
+                        stuck_seconds=watch.waited(now), stall_seconds=watch.stall_seconds)
         elif verdict is Verdict.STALLED:
             log.error("aggregator.stalled", partitions={n: looks(app, named[n]) for n in tps},
                       stuck_seconds=watch.waited(now), exiting=settings.exit_on_stall)

@@ -46,6 +46,12 @@ async def serve_health(host: str, port: int, ready: asyncio.Event, waiting: dict
     return runner
 
 
+async def broker_answers(producer: Any) -> None:
+    """Readiness: the broker answers a metadata request for the topics this producer writes."""
+    if not await producer.client.force_metadata_update():
+        raise ConnectionError("no broker answered a metadata request")
+
+
 async def main_async() -> int:
     from aiokafka import AIOKafkaProducer
 
@@ -112,11 +118,12 @@ async def main_async() -> int:
     mailer = Mailer(settings, ledger, pool, producer, contacts, renderer=renderer)
     mailer_ref.append(mailer)
     readiness.append(Readiness([
-        Dependency("broker", settings.kafka_bootstrap, producer.client.fetch_all_metadata),
+        Dependency("broker", settings.kafka_bootstrap, lambda: broker_answers(producer)),
         Dependency("ledger", where_dsn(settings.ledger_dsn), lambda: ledger.ping(timeout=2.0)),
         Dependency("relay", f"{settings.smtp_host}:{settings.smtp_port}", pool.probe,
                    every=settings.relay_check_seconds, timeout=min(10.0, settings.smtp_timeout_seconds)),
     ]))
+    readiness[0].start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, mailer.stop.set)  # drain: finish what is in flight, commit, exit
@@ -134,6 +141,7 @@ async def main_async() -> int:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(mailer.stop.wait(), settings.fault_linger_seconds)
     finally:
+        await readiness[0].stop()
         await producer.stop()
         await pool.close()
         await ledger.close()

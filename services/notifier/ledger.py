@@ -429,6 +429,7 @@ class Ledger:
         self.lease = lease_seconds
         self.pool_size = pool_size
         self._pool = self._new_pool()
+        self._probe: AsyncConnection[Any] | None = None  # readiness checks' own connection
         self._claims: GroupCommit[str, tuple[Notification, Content | None], Claim] = GroupCommit(self._claim_group)
         # SENDING holds a connection until DATA: no lingering; an outcome only has to be written
         # before the status event and the offset commit, so the marks of a few ms go together
@@ -454,16 +455,25 @@ class Ledger:
 
     async def close(self) -> None:
         await self._pool.close()
+        if self._probe is not None:
+            await self._probe.close()
 
-    async def ping(self, timeout: float) -> None:  # noqa: ASYNC109  the pool's and the server's own timeouts, so the connection goes back clean
+    async def ping(self, timeout: float) -> None:  # noqa: ASYNC109  handed to libpq and the server
         """Readiness: the ledger's table answers a read within ``timeout`` seconds (a stuck database or a
-        lock on the table does not)."""
-        ms = str(max(1, int(timeout * 1000)))
-        async with self._pool.connection(timeout=timeout) as conn, conn.transaction():
-            # the server gives up on its own, so the connection goes back to the pool clean
-            await conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                               (ms, ms))
-            await conn.execute("SELECT 1 FROM notify.ledger LIMIT 1")
+        lock on the table does not). On a connection of its own, kept between checks: a busy pool is
+        not a database that does not answer, and the check takes no connection from the sends."""
+        ms = max(1, int(timeout * 1000))
+        try:
+            if self._probe is None or self._probe.closed:
+                self._probe = await AsyncConnection.connect(
+                    self.dsn, autocommit=True, connect_timeout=max(1, int(timeout)),
+                    options=f"-c statement_timeout={ms} -c lock_timeout={ms}")  # the server gives up on its own
+            await self._probe.execute("SELECT 1 FROM notify.ledger LIMIT 1")
+        except BaseException:
+            if self._probe is not None:
+                await self._probe.close()
+            self._probe = None
+            raise
 
     async def _execute(self, query: str, params: Any) -> None:
         async with self._pool.connection() as conn:

@@ -1,15 +1,17 @@
 """The mailer's readiness beyond its own loop: do the broker, the ledger and the relay answer?
 
-Each dependency is checked on a ``/readyz`` request, at most once per its interval (the relay less
-often: each check is a connection of its own, with TLS and login as configured), with a timeout.
-``/readyz`` answers 503 naming each dependency that did not answer, with host and port and the kind
-of failure, never a credential. A change of answer is logged once (as ``mailer.dependency``), not on
-every request.
+Each dependency is checked in the background, once per its interval (the relay less often: each
+check is a connection of its own, with TLS and login as configured), with a timeout; ``/readyz``
+answers at once from the last answers: 503 naming each dependency that did not answer, with host and
+port and the kind of failure, never a credential. A change of answer is logged once (as
+``mailer.dependency``). A relay that does not answer makes the mailer unready (sends wait and retry
+meanwhile, nothing is lost); in Kubernetes that also holds back a rolling deploy until it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,14 +35,30 @@ class Dependency:
 class Readiness:
     def __init__(self, dependencies: Sequence[Dependency]) -> None:
         self.dependencies = list(dependencies)
-        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="readiness")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def round(self) -> None:
+        """Check the dependencies that are due."""
+        now = time.monotonic()
+        due = [d for d in self.dependencies if now - d.checked_at >= d.every]
+        await asyncio.gather(*(self._check(d) for d in due))
+
+    async def _run(self) -> None:
+        while True:
+            await self.round()
+            await asyncio.sleep(1.0)
 
     async def problems(self) -> list[str]:
-        """What does not answer, one phrase each (empty: all answer)."""
-        async with self._lock:  # two probes at once would each open connections
-            now = time.monotonic()
-            due = [d for d in self.dependencies if now - d.checked_at >= d.every]
-            await asyncio.gather(*(self._check(d) for d in due))
+        """What did not answer at its last check, one phrase each (empty: all answered)."""
         return [d.problem for d in self.dependencies if d.problem]
 
     async def _check(self, d: Dependency) -> None:

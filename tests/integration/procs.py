@@ -37,6 +37,24 @@ class Service:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0  # by supervise(): exits with a restart code, each followed by a new start
+    _supervised: threading.Event = field(default_factory=threading.Event)
+
+    def supervise(self, codes: tuple[int, ...] = (3,)) -> Service:
+        """Restart the process when it exits with one of ``codes``, as its supervisor does in production
+        (the aggregator exits 3 after a stall). ``stop`` and ``kill`` end the supervision first."""
+        self._supervised.set()
+
+        def watch() -> None:
+            while self._supervised.is_set():
+                proc = self.proc
+                if proc is not None and proc.poll() in codes and self._supervised.is_set():
+                    self.restarts += 1
+                    self.start()
+                time.sleep(0.2)
+
+        threading.Thread(target=watch, name=f"supervise-{self.name}", daemon=True).start()
+        return self
 
     def start(self) -> Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,11 +65,13 @@ class Service:
 
     def kill(self) -> None:
         """``kill -9``: no drain, no commit, no goodbye."""
+        self._supervised.clear()
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self, timeout: float = 30) -> int | None:
+        self._supervised.clear()
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:

@@ -11,7 +11,8 @@ leave a partition stuck after a rebalance:
   acknowledged offsets, as faust's bookkeeping was seen to lose around rebalances (faust's Cython
   stream iterator acknowledges inline, so the hole is made where the commit reads them).
 
-Nothing here runs unless the variable is set.
+Nothing here runs unless the variable is set. With ``TN_TEST_FAULT_ONCE=<file>`` the fault is made by
+one process only (the file records it), so a worker restarted by its supervisor runs clean.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import os
 import sys
 
 _SPEC = os.environ.get("TN_TEST_FAULT")
+_ONCE = os.environ.get("TN_TEST_FAULT_ONCE")
+if _SPEC and _ONCE and os.path.exists(_ONCE):
+    _SPEC = None
 
 if _SPEC:
     from faust.tables.recovery import Recovery
@@ -32,6 +36,8 @@ if _SPEC:
         for tp in consumer.assignment():
             if not _done and tp.topic == _topic and tp.partition == int(_partition):
                 _done.append(tp)
+                if _ONCE:
+                    open(_ONCE, "w").close()
                 print(f"test fault injected: {_kind} {tp.topic}:{tp.partition}", file=sys.stderr, flush=True)
                 return tp
         return None
