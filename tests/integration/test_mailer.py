@@ -1109,3 +1109,38 @@ def test_readiness_names_the_relay_and_the_ledger_while_they_do_not_answer(
         back.stop()
     log = svc.log()
     assert '"dependency": "relay"' in log and '"dependency": "ledger"' in log and "pg-secret" not in log
+
+
+def test_readiness_names_a_broker_that_stops_answering_and_recovers_when_it_is_back(
+        stack: Any, tmp_path: Path, smtp: Any) -> None:
+    """A broker of its own (the devstack's code), stopped under a running mailer: /readyz 503 naming it
+    with host and port, /healthz ok (nothing waits); started again on the same data: ready again."""
+    from services.devstack import kafka
+    from services.devstack.fetch import ensure_jars
+    from services.devstack.proc import LOOPBACK, stop_group
+
+    root = tmp_path / "own-kafka"
+    paths = kafka.KafkaPaths(root / "kafka")
+    port, controller = free_port(), free_port()
+    jars = ensure_jars()
+    kafka.format_storage(jars, paths, port, controller)
+    bootstrap = f"{LOOPBACK}:{port}"
+    pid = kafka.start(jars, paths)
+    try:
+        kafka.wait_ready(bootstrap, port, pid, str(root))
+        topic = f"it-netchange-{uuid.uuid4().hex[:10]}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+        server = smtp()
+        svc = run_mailer(stack, tmp_path, server.port, topic, TN_KAFKA_BOOTSTRAP=bootstrap)
+        assert _until(svc, "/readyz", 200, timeout=90) == (200, {"ready": True}), svc.log()[-2000:]
+        stop_group(pid, name="own-kafka", marker=str(root))
+        status, body = _until(svc, "/readyz", 503)
+        assert status == 503 and f"broker at {bootstrap} not answering" in body["why"], body
+        assert _health(svc, "/healthz") == (200, {"status": "ok"})
+        pid = kafka.start(jars, paths)
+        kafka.wait_ready(bootstrap, port, pid, str(root))
+        assert _until(svc, "/readyz", 200, timeout=90) == (200, {"ready": True}), svc.log()[-2000:]
+        assert finish(svc) == 0
+    finally:
+        stop_group(pid, name="own-kafka", marker=str(root))
