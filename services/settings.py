@@ -238,8 +238,5 @@ class FormrSettings(KafkaSettings, SmtpSettings):
                                   "trainees to submit their form")
     formr_instance_id: str = Field("formr-1", description="names this instance in ledger claims; keep it "
                                    "across restarts so a restarted instance takes its own claims back at once")
-    mail_from: str = Field("Training record notifications <no-reply@notify.example.nhs.uk>",
-                           description="the From of every email")
-    message_id_domain: str = Field("notify.example.nhs.uk", description="the right-hand side of our Message-IDs")
     allow_test_domains: bool = Field(False, description="accept *.test recipient domains (local stack only)")
     contacts_file: Path | None = Field(None, description="JSON: managing deanery -> contact; else built-in")
