@@ -4,7 +4,8 @@ Per reminder: claim its notification id in ``notify.ledger`` (kind ``formr-remin
 outcome there means it went already, so a restart or a second instance sends nothing twice — mark
 it SENDING, hand it to SMTP, record the outcome (a reminder sent after its milestone day is marked
 late in the ledger's reason). A kill -9 during DATA leaves SENDING, which the next claim records as
-UNCERTAIN and does not resend, as the mailer does. 4xx and connection errors are released and
+UNCERTAIN and does not resend, as the mailer does; so does the pass that finds its milestone passed
+(a later one due) and records it not sent. 4xx and connection errors are released and
 tried on the next tick; 5xx fails.
 """
 
@@ -76,7 +77,10 @@ async def tick(settings: FormrSettings, pool: ConnectionPool[Any], ledger: Ledge
         for weeks, due_on in d.skipped:
             skip = _notification(d, weeks, due_on)
             if skip.notification_id not in done:
-                await ledger.record_final(skip, Status.SUPPRESSED, "a later reminder was due: not sent")
+                decision, _ = await ledger.record_final(skip, Status.SUPPRESSED, "a later reminder was due: not sent")
+                if decision == "uncertain":  # its send died during DATA and its milestone has passed since
+                    log.warning("formr.reminder.uncertain", notification_id=skip.notification_id,
+                                trainee_id=d.row.trainee_id, weeks=weeks)
         if d.notification_id in done:
             continue
         sent += await _send(settings, ledger, smtp, contacts, d, now)

@@ -198,6 +198,9 @@ class Mailer:
                 OUTCOMES.labels(unsent.value).inc()
             elif decision == "superseded":
                 await self._report_superseded(n, old_hash, content.hash)
+            elif decision == "uncertain":  # its earlier send died during DATA: reported as a claim would
+                await self.status(n, Status.UNCERTAIN, reason=DIED_IN_DATA)
+                OUTCOMES.labels("UNCERTAIN").inc()
             else:
                 REPLAYS.inc()
             return

@@ -270,9 +270,15 @@ $fn$;
 
 -- An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: 'recorded' when this call
 -- recorded it; 'done' when the ledger already held it; 'superseded' when it held a final outcome of
--- a record with other content (then recorded SUPERSEDED, as a claim would).
+-- a record with other content (then recorded SUPERSEDED, as a claim would); 'uncertain' when it held
+-- a row left SENDING by an instance that died during DATA (its lease ran out, or it is the caller's
+-- own from before a restart), then recorded UNCERTAIN, as a claim would: it may have gone, so it is
+-- neither suppressed nor left SENDING for ever (a reminder whose milestone passed while its sender
+-- was down is never claimed again).
+DROP FUNCTION IF EXISTS notify.record_final(text, text, text, text, text, text, text, text, bytea);
 CREATE OR REPLACE FUNCTION notify.record_final(p_id text, p_record text, p_trainee text, p_day text, p_kind text,
-                                               p_status text, p_reason text, p_hash text, p_value bytea)
+                                               p_status text, p_reason text, p_hash text, p_value bytea,
+                                               p_owner text)
 RETURNS TABLE (o_decision text, o_status text, o_old_hash text)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -295,6 +301,13 @@ BEGIN
                superseded_at = now(), updated_at = now()
          WHERE l.notification_id = p_id;
         RETURN QUERY SELECT 'superseded'::text, r.status, r.content_hash;
+        RETURN;
+    END IF;
+    IF r.status = 'SENDING' AND (r.lease_until IS NULL OR r.lease_until < now() OR r.owner = p_owner) THEN
+        UPDATE notify.ledger l SET status = 'UNCERTAIN', updated_at = now(), owner = NULL, lease_until = NULL,
+               reason = 'the sending instance stopped during DATA; delivery unknown'
+         WHERE l.notification_id = p_id;
+        RETURN QUERY SELECT 'uncertain'::text, 'UNCERTAIN'::text, r.content_hash;
         RETURN;
     END IF;
     RETURN QUERY SELECT 'done'::text, r.status, r.content_hash;
@@ -565,11 +578,13 @@ class Ledger:
                            content: Content | None = None) -> tuple[str, str | None]:
         """An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: ``("recorded",
         None)`` when this call recorded it, ``("done", old hash)`` when the ledger already held the
-        notification, ``("superseded", old hash)`` when it held a final outcome of other content."""
+        notification, ``("superseded", old hash)`` when it held a final outcome of other content,
+        ``("uncertain", old hash)`` when it held a row left SENDING by an instance that died during
+        DATA (now recorded UNCERTAIN, as a claim would)."""
         row = await self._fetchone(
-            "SELECT * FROM notify.record_final(%s, %s, %s, %s, %s, %s, %s, %s::text, %s::bytea)",
+            "SELECT * FROM notify.record_final(%s, %s, %s, %s, %s, %s, %s, %s::text, %s::bytea, %s)",
             (n.notification_id, n.record_id, n.trainee_id, n.day, n.kind.value, status.value, reason,
-             content.hash if content else None, content.value if content else None))
+             content.hash if content else None, content.value if content else None, self.owner))
         assert row is not None  # noqa: S101  an invariant for the type checker, not a check of input
         return row["o_decision"], row["o_old_hash"]
 

@@ -229,7 +229,11 @@ def test_reminders_once_per_milestone_across_kill_9(formr: Callable[..., FormrSe
                 ([t1, t2, t3, t4],)).fetchall()}
         assert ledger[f"{t2}:arcp-arcp-{t2}:formr-reminder-2w"]["reason"].startswith("sent late")
         assert ledger[f"{t2}:arcp-arcp-{t2}:formr-reminder-8w"]["status"] == "SUPPRESSED"
-        assert ledger[f"{t1}:arcp-arcp-{t1}:formr-reminder-8w"]["status"] == "SENT"
+        # the kill may land after DATA and before the SENT mark (outcomes are group commits): then the
+        # pass that finds the milestone passed records it UNCERTAIN; never left SENDING, never sent twice
+        eight = ledger[f"{t1}:arcp-arcp-{t1}:formr-reminder-8w"]
+        assert (eight["status"], eight["reason"]) in {
+            ("SENT", None), ("UNCERTAIN", "the sending instance stopped during DATA; delivery unknown")}, eight
         assert ledger[f"{t1}:arcp-arcp-{t1}:formr-reminder-2w"]["kind"] == "formr-reminder"
         assert not any(k.startswith((t3, t4)) for k in ledger)
     finally:

@@ -809,6 +809,39 @@ async def test_ledger_claims_are_atomic_leased_and_fenced(stack: Any) -> None:
         await b.close()
 
 
+async def test_an_outcome_recorded_without_sending_settles_a_dead_senders_row_as_uncertain(stack: Any) -> None:
+    """record_final (SUPPRESSED, NO_ADDRESS: no claim follows) on a row left SENDING: by a live holder,
+    left alone; by a holder whose lease ran out, or by the caller's own instance before a restart,
+    recorded UNCERTAIN (it may have gone), never SUPPRESSED and never left SENDING."""
+    from services.notifier.ledger import Decision, Ledger
+    from services.notifier.plan import Kind, Notification, Status
+
+    a, b = Ledger(stack.pg_dsn, "owner-a", 60), Ledger(stack.pg_dsn, "owner-b", 60)
+    await a.open()
+    await b.open()
+    try:
+        tid = f"tfin-{uuid.uuid4().hex[:8]}"
+        live, lapsed, own = (Notification(digest_id(f"{tid}{i}"), Kind.DIGEST, f"{tid}{i}:{DAY}", f"{tid}{i}", DAY)
+                             for i in range(3))
+        for n in (live, lapsed, own):
+            assert (await a.claim(n)).decision is Decision.SEND and await a.mark_sending(n.notification_id, "<m@y>")
+        with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE notify.ledger SET lease_until = now() - interval '1 second'"
+                         " WHERE notification_id = %s", (lapsed.notification_id,))
+        assert (await b.record_final(live, Status.SUPPRESSED, "later one due"))[0] == "done"
+        assert (await b.record_final(lapsed, Status.SUPPRESSED, "later one due"))[0] == "uncertain"
+        assert (await a.record_final(own, Status.NO_ADDRESS, "no address"))[0] == "uncertain"
+        rows = [await a.status(n.notification_id) for n in (live, lapsed, own)]
+        assert [(r["status"], r["owner"]) for r in rows if r] == [
+            ("SENDING", "owner-a"), ("UNCERTAIN", None), ("UNCERTAIN", None)]
+        assert rows[1] is not None and "stopped during DATA" in rows[1]["reason"]
+        assert (await b.record_final(lapsed, Status.SUPPRESSED, "later one due"))[0] == "done"  # once
+        assert (await b.claim(lapsed)).decision is Decision.DONE
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_batched_ledger_writes_decide_each_notification_as_a_single_claim_would(stack: Any) -> None:
     """A batch claim mixes new, finished, held-elsewhere and died-in-DATA notifications in one
     transaction; concurrent SENDING marks go in one statement, fenced per row; outcomes likewise."""
