@@ -129,7 +129,9 @@ def test_no_plain_secret_in_the_connector_config(services: dict[str, dict[str, A
 def test_dockerfile() -> None:
     text = DOCKERFILE.read_text()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
-    assert froms and all(re.fullmatch(r"python:3\.11[\w.\-]*-slim[\w.\-]*", f) for f in froms)
+    # every stage on the same base, pinned by tag and by digest (the digest is what is pulled)
+    assert froms and all(re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", f) for f in froms), froms
+    assert len(set(froms)) == 1, froms
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert re.search(r'^ENTRYPOINT \["trainee-notify"\]', text, re.MULTILINE)
