@@ -26,7 +26,7 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from services.waiting import Fatal
+from services.waiting import Fatal, until_up
 
 if TYPE_CHECKING:
     from services.settings import KafkaSettings
@@ -169,8 +169,22 @@ def _explain(where: str, settings: KafkaSettings, exc: BaseException) -> str | N
 async def preflight(settings: KafkaSettings, wait_seconds: float = 10.0) -> None:
     """Log in to the first bootstrap server that answers, as the clients will; a refused login or
     certificate raises :class:`KafkaSecurityFault`. No-op for PLAINTEXT (nothing to refuse)."""
-    if _protocol(settings) == "PLAINTEXT":
-        return
+    if _protocol(settings) != "PLAINTEXT":
+        await reach(settings, wait_seconds)
+
+
+async def wait_for_broker(settings: KafkaSettings, log: Any, stop: asyncio.Event | None = None) -> None:
+    """Until a bootstrap server answers (and, over TLS or SASL, accepts this client's login), each
+    failed attempt logged with the bootstrap list and retried with backoff: a service started before
+    its broker waits for it. A refused login or certificate raises :class:`KafkaSecurityFault` at
+    once; ``stop`` set while waiting raises :class:`services.waiting.Stopped`."""
+    await until_up("broker", settings.kafka_bootstrap, lambda: reach(settings), log=log, stop=stop)
+
+
+async def reach(settings: KafkaSettings, wait_seconds: float = 10.0) -> None:
+    """Connect to the first bootstrap server that answers (over TLS and SASL as configured); a
+    refused login or certificate raises :class:`KafkaSecurityFault`, anything else is raised for the
+    caller's retries."""
     from aiokafka.conn import collect_hosts, create_conn
 
     kwargs = aiokafka_kwargs(settings)

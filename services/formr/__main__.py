@@ -8,7 +8,6 @@ import datetime as dt
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -71,16 +70,16 @@ def run() -> None:
     logs.configure()
     log = logs.get("formr")
     settings = FormrSettings()
-    kafka_security.check(settings)  # a refused login or certificate: one clear line
-    consumer = ReadModelConsumer(kafka=settings, group_id=settings.formr_group_id,
-                                 topics=topics_of(settings.cdc_topic_prefix), dlq_topic=settings.cdc_dlq_topic,
-                                 dsn=settings.formr_dsn)
+    # made once the broker has let this client in (its clients connect as they are made: a refused login
+    # would be logged by librdkafka itself, line after line, before the one clear line)
+    consumers: list[ReadModelConsumer] = []
     failed: list[BaseException] = []
     db_up = threading.Event()
+    broker_up = threading.Event()
 
     def consume() -> None:
         try:
-            consumer.run()
+            consumers[0].run()
         except BaseException as exc:
             failed.append(exc)
             log.exception("formr.consumer.failed")
@@ -112,16 +111,18 @@ def run() -> None:
         def ready() -> str | None:
             if not db_up.is_set():
                 return f"waiting for the database at {database}"
+            if not broker_up.is_set():
+                return f"waiting for the broker at {settings.kafka_bootstrap}"
             if not thread.is_alive():
                 return "the read model's consumer stopped"
-            return None if consumer.synced.is_set() else "the read model is catching up with the change topics"
+            return None if consumers[0].synced.is_set() else "the read model is catching up with the change topics"
 
         def stalled() -> str | None:
-            if not db_up.is_set():
-                return None  # waiting for the database is not a stall
+            if not (db_up.is_set() and broker_up.is_set()):
+                return None  # waiting for the database or the broker is not a stall
             if not thread.is_alive():
                 return "the read model's consumer stopped"
-            idle = consumer.idle()
+            idle = consumers[0].idle()
             if idle <= settings.stall_seconds:
                 return None
             return f"the read model's consumer made no progress for {idle:.0f} s"
@@ -139,7 +140,17 @@ def run() -> None:
             return 0
         pool.open()
         db_up.set()
-        consumer.progress = time.monotonic()  # the wait for the database was not the loop's
+        try:  # over TLS or SASL a refused login or certificate stops here with one line (exit 2)
+            await kafka_security.wait_for_broker(settings, log, stop)
+        except Stopped:
+            await runner.cleanup()
+            pool.close()
+            return 0
+        consumer = ReadModelConsumer(kafka=settings, group_id=settings.formr_group_id,
+                                     topics=topics_of(settings.cdc_topic_prefix),
+                                     dlq_topic=settings.cdc_dlq_topic, dsn=settings.formr_dsn)
+        consumers.append(consumer)
+        broker_up.set()
         thread.start()
         tasks: list[asyncio.Task[Any]] = []
         if settings.formr_reminders:

@@ -32,11 +32,12 @@ def ensure_topics(settings: AggregatorSettings) -> int | None:
 @app.command("run")
 def run() -> None:
     """Run the Faust aggregator (settings from TN_* environment variables)."""
+    import asyncio
     import gc
 
     import faust
 
-    from services import logs
+    from services import kafka_security, logs
     from services.netchange.app import build_app
     from services.netchange.watermark import FileClock, WallClock
     from services.settings import AggregatorSettings
@@ -44,6 +45,9 @@ def run() -> None:
     level, json_logs = logs.configure()
     settings = AggregatorSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # started before its broker (a deploy, a node restart): wait for it, each attempt logged; a refused
+    # login or certificate stops here with one line (exit 2)
+    asyncio.run(kafka_security.wait_for_broker(settings, logs.get("aggregator")))
     changelog_partitions = ensure_topics(settings)
     clock = FileClock(settings.clock_file) if settings.clock_file else WallClock()
     faust_app = build_app(settings, clock, changelog_partitions)

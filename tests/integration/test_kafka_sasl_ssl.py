@@ -246,8 +246,8 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize("command", [["topics", "apply"], ["aggregator", "run"], ["mailer", "run"]],
-                         ids=["topics(librdkafka)", "aggregator(faust)", "mailer(aiokafka)"])
+@pytest.mark.parametrize("command", [["topics", "apply"], ["aggregator", "run"], ["mailer", "run"], ["formr", "run"]],
+                         ids=["topics(librdkafka)", "aggregator(faust)", "mailer(aiokafka)", "formr(librdkafka)"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_wrong_password_or_an_untrusted_ca_fails_with_one_clear_line(secure: SecureKafka, tmp_path: Path,
                                                                        command: list[str], fault: str) -> None:
@@ -256,7 +256,9 @@ def test_a_wrong_password_or_an_untrusted_ca_fails_with_one_clear_line(secure: S
     over, expected = FAULTS[fault]
     over = {k: secure.pki[v] if k == "kafka_ssl_ca_file" else v for k, v in over.items()}
     extra = {"aggregator": {"TN_DATA_DIR": str(tmp_path / "agg"), "TN_WEB_PORT": str(free_port())},
-             "mailer": {"TN_LEDGER_DSN": secure.pg_dsn, "TN_METRICS_PORT": str(free_port())}}.get(command[0], {})
+             "mailer": {"TN_LEDGER_DSN": secure.pg_dsn, "TN_METRICS_PORT": str(free_port())},
+             "formr": {"TN_FORMR_DSN": secure.pg_dsn, "TN_FORMR_WEB_PORT": str(free_port()),
+                       "TN_FORMR_PROXY_SECRET": "a-proxy-secret-of-this-test"}}.get(command[0], {})
     done = cli(command, secure.kafka_settings(**over), extra)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith("{")]  # not a log record
@@ -267,6 +269,51 @@ def test_a_wrong_password_or_an_untrusted_ca_fails_with_one_clear_line(secure: S
     assert f"127.0.0.1:{secure.sasl_ssl_port}" in line
     assert "Traceback" not in done.stdout
     assert PASSWORD not in done.stderr + done.stdout and "not-the-password" not in done.stderr + done.stdout
+
+
+def test_the_aggregator_and_form_r_started_before_their_sasl_ssl_broker_wait_for_it(
+        secure: SecureKafka, tmp_path: Path) -> None:
+    """The SASL_SSL listener cannot be reached when they start (a forwarder that does not listen yet
+    stands in for it): each logs every attempt with the bootstrap address, without a traceback or the
+    password, and stays up (Form R's /readyz says it waits for the broker, /healthz ok); once the
+    listener is there, both log in and work: the aggregator folds an event, Form R becomes ready."""
+    from tests.integration.test_formr import FormrService
+    from tests.integration.test_mailer import Forwarder
+
+    late = Forwarder((LOOPBACK, secure.sasl_ssl_port))
+    where = f"{LOOPBACK}:{late.port}"
+    run = AggregatorRun(secure, tmp_path)  # its topics, applied over SASL_SSL
+    env = {**kafka_security.environment(secure.kafka_settings()), "TN_KAFKA_BOOTSTRAP": where}
+    day = dt.date(2026, 11, 24)
+    run.set_clock(london_ms(day, 11))
+    tid = f"late-{uuid.uuid4().hex[:8]}"
+    row = placement(f"pl-{tid}", tid)  # read at the snapshot (a baseline), then changed that day (folded)
+    run.produce([envelope("placement", "r", None, row, london_ms(day, -12), snapshot="true"),
+                 envelope("placement", "u", row, {**row, "site": "Royal Papworth Hospital"}, london_ms(day, 10))])
+    agg = run.service(**env).start()
+    (tmp_path / "formr").mkdir()  # its own clock file, not the aggregator's
+    formr = FormrService(secure, tmp_path / "formr", **env, TN_CDC_TOPIC_PREFIX=run.prefix).start()
+    try:
+        for svc in (agg, formr.svc):
+            deadline = time.monotonic() + 60
+            while svc.log().count('"dependency": "broker"') < 2 and time.monotonic() < deadline:
+                assert svc.alive, f"{svc.name} exited:\n{svc.log()[-3000:]}"
+                time.sleep(0.3)
+            log = svc.log()
+            assert log.count('"dependency": "broker"') >= 2 and f'"at": "{where}"' in log, log[-3000:]
+            assert svc.alive and "Traceback" not in log and PASSWORD not in log
+        status, body = formr.get("/readyz", auth=False)
+        assert (status, orjson.loads(body)) == (503, {"ready": False, "why": f"waiting for the broker at {where}"})
+        assert formr.get("/healthz", auth=False)[0] == 200  # waiting is not a stall
+        late.start()
+        wait_metric(agg, "netchange_events_folded_total", 1)
+        formr.wait(lambda: formr.get("/readyz", auth=False)[0] == 200, "ready once the broker is there", timeout=90)
+    finally:
+        formr.svc.stop()
+        agg.stop()
+        late.stop()
+    for svc in (agg, formr.svc):
+        assert "Traceback" not in svc.log() and PASSWORD not in svc.log(), svc.log()[-3000:]
 
 
 def worker_security(secure: SecureKafka, secrets: Path) -> dict[str, str]:
