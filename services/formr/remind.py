@@ -77,8 +77,8 @@ async def tick(settings: FormrSettings, pool: ConnectionPool[Any], ledger: Ledge
         for weeks, due_on in d.skipped:
             skip = _notification(d, weeks, due_on)
             if skip.notification_id not in done:
-                decision, _ = await ledger.record_final(skip, Status.SUPPRESSED, "a later reminder was due: not sent")
-                if decision == "uncertain":  # its send died during DATA and its milestone has passed since
+                settled = await ledger.record_final(skip, Status.SUPPRESSED, "a later reminder was due: not sent")
+                if settled.decision == "uncertain":  # its send died during DATA and its milestone has passed since
                     log.warning("formr.reminder.uncertain", notification_id=skip.notification_id,
                                 trainee_id=d.row.trainee_id, weeks=weeks)
         if d.notification_id in done:
@@ -95,8 +95,11 @@ async def _send(settings: FormrSettings, ledger: Ledger, smtp: SmtpPool, contact
     try:
         to = validate_address(d.person.email or "", allow_test_domains=settings.allow_test_domains)
     except Refused:
-        await ledger.record_final(n, Status.NO_ADDRESS, "the address is not valid")
-        bound.info("formr.reminder.no_address")
+        done = await ledger.record_final(n, Status.NO_ADDRESS, "the address is not valid")
+        if done.decision == "uncertain":  # an earlier send of it died during DATA (the address changed since)
+            bound.warning("formr.reminder.uncertain", weeks=d.weeks)
+        else:
+            bound.info("formr.reminder.no_address")
         return 0
     claim = await ledger.claim(n)  # no content hash: a reminder is never SUPERSEDED
     if claim.decision is not Decision.SEND:

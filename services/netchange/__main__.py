@@ -47,7 +47,10 @@ def run() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # started before its broker (a deploy, a node restart): wait for it, each attempt logged; a refused
     # login or certificate stops here with one line (exit 2)
-    asyncio.run(kafka_security.wait_for_broker(settings, logs.get("aggregator")))
+    try:
+        asyncio.run(kafka_security.wait_for_broker(settings, logs.get("aggregator")))
+    except KeyboardInterrupt:  # Ctrl-C while waiting: stop as asked, without a traceback
+        raise SystemExit(130) from None
     changelog_partitions = ensure_topics(settings)
     clock = FileClock(settings.clock_file) if settings.clock_file else WallClock()
     faust_app = build_app(settings, clock, changelog_partitions)

@@ -187,27 +187,33 @@ class Mailer:
     async def deliver(self, n: Notification, record: dict[str, Any], raw: bytes,
                       content: Content | None = None) -> None:
         content = content or Content(content_hash(record), raw)
-        if not needs_claim(n, record):
-            unsent = unsent_reason(record)
-            assert unsent is not None  # noqa: S101  an invariant for the type checker, not a check of input
-            reason = ((record.get("suppressed") or "no notifiable change") if unsent is Status.SUPPRESSED
-                      else "no address")
-            decision, old_hash = await self.ledger.record_final(n, unsent, reason, content)
-            if decision == "recorded":
-                await self.status(n, unsent, reason=reason, content_hash=content.hash)
-                OUTCOMES.labels(unsent.value).inc()
-            elif decision == "superseded":
-                await self._report_superseded(n, old_hash, content.hash)
-            elif decision == "uncertain":  # its earlier send died during DATA: reported as a claim would
-                await self.status(n, Status.UNCERTAIN, reason=DIED_IN_DATA)
-                OUTCOMES.labels("UNCERTAIN").inc()
-            else:
-                REPLAYS.inc()
-            return
+        # one task per notification id, the outcomes recorded without sending included: a duplicate of
+        # a send still in DATA must not take that live send for one that died (record_final settles a
+        # SENDING row of this instance as UNCERTAIN: after a restart that is what it is)
         async with self._exclusive(n.notification_id):
+            if not needs_claim(n, record):
+                await self._record_unsent(n, record, content)
+                return
             claim = await self._claim(n, content)
             if claim is not None:
                 await self._compose_and_send(n, claim, record, raw, content)
+
+    async def _record_unsent(self, n: Notification, record: dict[str, Any], content: Content) -> None:
+        unsent = unsent_reason(record)
+        assert unsent is not None  # noqa: S101  an invariant for the type checker, not a check of input
+        reason = ((record.get("suppressed") or "no notifiable change") if unsent is Status.SUPPRESSED
+                  else "no address")
+        done = await self.ledger.record_final(n, unsent, reason, content)
+        if done.decision == "recorded":
+            await self.status(n, unsent, reason=reason, content_hash=content.hash)
+            OUTCOMES.labels(unsent.value).inc()
+        elif done.decision == "superseded":
+            await self._report_superseded(n, done.old_hash, content.hash, done.generation)
+        elif done.decision == "uncertain":  # its earlier send died during DATA: reported as a claim would
+            await self.status(n, Status.UNCERTAIN, generation=done.generation, reason=DIED_IN_DATA)
+            OUTCOMES.labels("UNCERTAIN").inc()
+        else:
+            REPLAYS.inc()
 
     async def _report_superseded(self, n: Notification, old_hash: str | None, new_hash: str,
                                  generation: int = 0) -> None:

@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from psycopg import AsyncConnection, errors
 from psycopg.rows import DictRow, dict_row
@@ -275,11 +275,12 @@ $fn$;
 -- own from before a restart), then recorded UNCERTAIN, as a claim would: it may have gone, so it is
 -- neither suppressed nor left SENDING for ever (a reminder whose milestone passed while its sender
 -- was down is never claimed again).
-DROP FUNCTION IF EXISTS notify.record_final(text, text, text, text, text, text, text, text, bytea);
-CREATE OR REPLACE FUNCTION notify.record_final(p_id text, p_record text, p_trainee text, p_day text, p_kind text,
-                                               p_status text, p_reason text, p_hash text, p_value bytea,
-                                               p_owner text)
-RETURNS TABLE (o_decision text, o_status text, o_old_hash text)
+-- (re-created: its result gained o_generation; the nine-argument form below stays for instances of the
+-- release before, during a rolling upgrade)
+DROP FUNCTION IF EXISTS notify.record_final(text, text, text, text, text, text, text, text, bytea, text);
+CREATE FUNCTION notify.record_final(p_id text, p_record text, p_trainee text, p_day text, p_kind text,
+                                    p_status text, p_reason text, p_hash text, p_value bytea, p_owner text)
+RETURNS TABLE (o_decision text, o_status text, o_old_hash text, o_generation integer)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     r notify.ledger%ROWTYPE;
@@ -289,7 +290,7 @@ BEGIN
     VALUES (p_id, p_record, p_trainee, p_day, p_kind, p_status, p_reason, p_hash, p_value)
     ON CONFLICT (notification_id) DO NOTHING;
     IF FOUND THEN
-        RETURN QUERY SELECT 'recorded'::text, p_status, NULL::text;
+        RETURN QUERY SELECT 'recorded'::text, p_status, NULL::text, 0;
         RETURN;
     END IF;
     SELECT * INTO r FROM notify.ledger l WHERE l.notification_id = p_id FOR UPDATE;
@@ -300,18 +301,28 @@ BEGIN
                superseded_status = CASE WHEN r.status = 'SUPERSEDED' THEN r.superseded_status ELSE r.status END,
                superseded_at = now(), updated_at = now()
          WHERE l.notification_id = p_id;
-        RETURN QUERY SELECT 'superseded'::text, r.status, r.content_hash;
+        RETURN QUERY SELECT 'superseded'::text, r.status, r.content_hash, r.generation;
         RETURN;
     END IF;
     IF r.status = 'SENDING' AND (r.lease_until IS NULL OR r.lease_until < now() OR r.owner = p_owner) THEN
         UPDATE notify.ledger l SET status = 'UNCERTAIN', updated_at = now(), owner = NULL, lease_until = NULL,
                reason = 'the sending instance stopped during DATA; delivery unknown'
          WHERE l.notification_id = p_id;
-        RETURN QUERY SELECT 'uncertain'::text, 'UNCERTAIN'::text, r.content_hash;
+        RETURN QUERY SELECT 'uncertain'::text, 'UNCERTAIN'::text, r.content_hash, r.generation;
         RETURN;
     END IF;
-    RETURN QUERY SELECT 'done'::text, r.status, r.content_hash;
+    RETURN QUERY SELECT 'done'::text, r.status, r.content_hash, r.generation;
 END
+$fn$;
+
+-- The form the release before called (no owner: only a lapsed lease settles a dead sender's row).
+CREATE OR REPLACE FUNCTION notify.record_final(p_id text, p_record text, p_trainee text, p_day text, p_kind text,
+                                               p_status text, p_reason text, p_hash text, p_value bytea)
+RETURNS TABLE (o_decision text, o_status text, o_old_hash text)
+LANGUAGE sql AS $fn$
+    SELECT f.o_decision, f.o_status, f.o_old_hash
+      FROM notify.record_final(p_id, p_record, p_trainee, p_day, p_kind, p_status, p_reason, p_hash, p_value,
+                               NULL::text) f
 $fn$;
 """
 
@@ -416,6 +427,15 @@ class Decision(StrEnum):
     BUSY = "busy"  # another live instance holds the lease: wait and claim again
     UNCERTAIN = "uncertain"  # an instance died mid-DATA: recorded UNCERTAIN, not resent
     SUPERSEDED = "superseded"  # final, and this record has other content: recorded SUPERSEDED, not sent
+
+
+class Recorded(NamedTuple):
+    """What :meth:`Ledger.record_final` did: its decision, the content hash the ledger held, and the
+    row's generation."""
+
+    decision: str
+    old_hash: str | None
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,18 +595,18 @@ class Ledger:
         return [key in held for key, _ in batch]
 
     async def record_final(self, n: Notification, status: Status, reason: str,
-                           content: Content | None = None) -> tuple[str, str | None]:
-        """An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: ``("recorded",
-        None)`` when this call recorded it, ``("done", old hash)`` when the ledger already held the
-        notification, ``("superseded", old hash)`` when it held a final outcome of other content,
-        ``("uncertain", old hash)`` when it held a row left SENDING by an instance that died during
-        DATA (now recorded UNCERTAIN, as a claim would)."""
+                           content: Content | None = None) -> Recorded:
+        """An outcome decided without sending (SUPPRESSED, NO_ADDRESS), idempotently: ``recorded`` when
+        this call recorded it, ``done`` when the ledger already held the notification, ``superseded``
+        when it held a final outcome of other content, ``uncertain`` when it held a row left SENDING
+        by an instance that died during DATA (now recorded UNCERTAIN, as a claim would). The caller
+        holds the notification id alone in this process (a live send of its own is not a death)."""
         row = await self._fetchone(
-            "SELECT * FROM notify.record_final(%s, %s, %s, %s, %s, %s, %s, %s::text, %s::bytea, %s)",
+            "SELECT * FROM notify.record_final(%s, %s, %s, %s, %s, %s, %s, %s::text, %s::bytea, %s::text)",
             (n.notification_id, n.record_id, n.trainee_id, n.day, n.kind.value, status.value, reason,
              content.hash if content else None, content.value if content else None, self.owner))
         assert row is not None  # noqa: S101  an invariant for the type checker, not a check of input
-        return row["o_decision"], row["o_old_hash"]
+        return Recorded(row["o_decision"], row["o_old_hash"], row["o_generation"])
 
     async def release(self, *notification_ids: str) -> None:
         """Give up claims without an outcome (a drain mid-retry, or before the send began): the next
