@@ -123,7 +123,7 @@ def connect(dsn: str) -> Any:
     import psycopg
     from psycopg.rows import dict_row
 
-    from services.notifier.ledger import SCHEMA
+    from services.notifier.ledger_schema import SCHEMA
 
     try:
         conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=5)
